@@ -1,0 +1,122 @@
+"""Model and codec presets as frozen dataclasses.
+
+``mrt2_small`` and ``mrt2_base`` are the released Magenta RealTime 2 sizes (shared/spec/mrt2_lm.md §1),
+``tiny`` is the reduced configuration of the golden vectors (shared/golden/tiny_config.json),
+``demo*`` are our own small sizes for the offline demo bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from openmrt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    num_layers: int
+    dim: int  # model width
+    hidden: int  # FFN width (tanh-GELU, not gated, with biases)
+    num_heads: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """The Depthformer LM: conditioning encoder, temporal transformer, depth transformer."""
+
+    name: str
+    temporal: TransformerConfig
+    depth: TransformerConfig
+    enc_dim: int  # conditioning-encoder output width (cross-attention K/V input)
+    style_emb_dim: int = 768  # MusicCoCa dequantizer width (32 in the golden tiny model)
+    self_window: int = 41  # temporal self-attention: past frames visible besides the current one
+    cross_window: int = 41  # temporal cross-attention: past conditioning frames besides the current
+    num_levels: int = 12  # RVQ levels per frame (depth steps)
+    codebook_size: int = 1024
+    style_levels: int = 12  # MusicCoCa RVQ tokens per frame
+    style_codebook_size: int = 1024
+    soft_cap: float = 30.0
+    eps: float = 1e-6
+
+    @property
+    def vocab_size(self) -> int:
+        from openmrt.tokens import NUM_RESERVED
+
+        return NUM_RESERVED + self.num_levels * self.codebook_size
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> LMConfig:
+        d = json.loads(text)
+        d["temporal"] = TransformerConfig(**d["temporal"])
+        d["depth"] = TransformerConfig(**d["depth"])
+        return LMConfig(**d)
+
+
+LM_PRESETS: dict[str, LMConfig] = {
+    # 229,732,614 parameters; windows 500 // 12 = 41.
+    "mrt2_small": LMConfig(
+        name="mrt2_small",
+        temporal=TransformerConfig(num_layers=12, dim=1024, hidden=4096, num_heads=8, head_dim=128),
+        depth=TransformerConfig(num_layers=2, dim=768, hidden=3072, num_heads=6, head_dim=128),
+        enc_dim=256,
+        self_window=41,
+        cross_window=41,
+    ),
+    # 2,406,701,830 parameters; windows 500 // 20 = 25.
+    "mrt2_base": LMConfig(
+        name="mrt2_base",
+        temporal=TransformerConfig(num_layers=20, dim=3072, hidden=8192, num_heads=24, head_dim=128),
+        depth=TransformerConfig(num_layers=6, dim=1024, hidden=4096, num_heads=8, head_dim=128),
+        enc_dim=1024,
+        self_window=25,
+        cross_window=25,
+    ),
+    # The golden-vector model: windows 5 / 3 on purpose (a swap is caught).
+    "tiny": LMConfig(
+        name="tiny",
+        temporal=TransformerConfig(num_layers=2, dim=128, hidden=256, num_heads=4, head_dim=32),
+        depth=TransformerConfig(num_layers=2, dim=96, hidden=192, num_heads=2, head_dim=48),
+        enc_dim=64,
+        style_emb_dim=32,
+        self_window=5,
+        cross_window=3,
+    ),
+    # Our offline demo LM: sized to run in real time on 2 CPU cores (shared/notes/environment.md).
+    "demo": LMConfig(
+        name="demo",
+        temporal=TransformerConfig(num_layers=6, dim=256, hidden=1024, num_heads=4, head_dim=64),
+        depth=TransformerConfig(num_layers=2, dim=256, hidden=512, num_heads=4, head_dim=64),
+        enc_dim=256,
+        style_emb_dim=128,
+        self_window=83,
+        cross_window=83,
+    ),
+}
+
+
+def lm_config(name: str) -> LMConfig:
+    try:
+        return LM_PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown LM preset {name!r}; choose one of {sorted(LM_PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """SpectroStream (shared/spec/spectrostream.md). ``width`` scales every conv's channels."""
+
+    name: str = "spectrostream"
+    width: float = 1.0  # channel multiplier: 1.0 = official, 0.25 = our narrow demo codec
+    num_quantizers: int = 64  # RVQ levels held in the codebook table
+    codebook_size: int = 1024
+    latent_dim: int = 256
+    sample_rate: int = 48000
+    channels: int = 2
+    hop: int = 1920  # samples per token frame (25 Hz)
+    extra: dict = field(default_factory=dict, compare=False, hash=False)

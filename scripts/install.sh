@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs openmrt and everything its tests need on a fresh Debian machine:
+# system packages (FluidSynth, a General MIDI SoundFont, libsndfile), the package itself in
+# editable mode with its dev tools, and basic-pitch without its TensorFlow dependency pins.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+if command -v apt-get >/dev/null; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+    fluidsynth fluid-soundfont-gm libsndfile1 >/dev/null
+fi
+python3 -m pip install -q -e ".[dev]"
+# basic-pitch's default Linux deps pull TensorFlow 2.15 and numpy<2; it runs its ONNX model
+# with onnxruntime (a dependency above), so install it alone.
+python3 -m pip install -q --no-deps "basic-pitch==0.4.0"
