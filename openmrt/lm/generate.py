@@ -117,7 +117,7 @@ class LMGenerator:
         Returns:
             [B, 12] token ids (6 + 1024*q + code).
         """
-        m, a, n = self.model, self.arity, self.model.cfg.num_levels
+        m, a = self.model, self.arity
         cond = cond.to(self.device).long()
         if cond.shape != (self.batch_size, tk.NUM_COND):
             raise ValueError(f"cond must be [{self.batch_size}, {tk.NUM_COND}], got {list(cond.shape)}")
