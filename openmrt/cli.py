@@ -13,7 +13,6 @@ from openmrt.errors import OpenMRTError
 COMMANDS = {
     "data": "openmrt.data.cli",
     "codec": "openmrt.codec.cli",
-    "lm": "openmrt.lm.cli",
 }
 
 
