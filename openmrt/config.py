@@ -109,14 +109,61 @@ def lm_config(name: str) -> LMConfig:
 
 @dataclass(frozen=True)
 class CodecConfig:
-    """SpectroStream (shared/spec/spectrostream.md). ``width`` scales every conv's channels."""
+    """SpectroStream (shared/spec/spectrostream.md). ``width`` scales every conv's channels.
+
+    The token interface (25 Hz frames of ``token_levels`` codes in 0..codebook_size-1) is the
+    same for every width; only the convolutions shrink.
+    """
 
     name: str = "spectrostream"
     width: float = 1.0  # channel multiplier: 1.0 = official, 0.25 = our narrow demo codec
-    num_quantizers: int = 64  # RVQ levels held in the codebook table
+    num_quantizers: int = 64  # RVQ levels held in the codebook table (encode/decode any prefix)
     codebook_size: int = 1024
     latent_dim: int = 256
+    token_levels: int = 12  # RVQ levels the LM reads and writes per frame
     sample_rate: int = 48000
     channels: int = 2
     hop: int = 1920  # samples per token frame (25 Hz)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def encoder_base(self) -> int:
+        """Channels of the encoder's first conv (32 official)."""
+        return _scaled(32, self.width)
+
+    @property
+    def decoder_base(self) -> int:
+        """Channels of the decoder's last unit (64 official)."""
+        return _scaled(64, self.width)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> CodecConfig:
+        d = json.loads(text)
+        unknown = set(d) - {f.name for f in dataclasses.fields(CodecConfig)}
+        if unknown:
+            raise ConfigError(f"unknown codec config fields {sorted(unknown)}")
+        return CodecConfig(**d)
+
+
+def _scaled(channels: int, width: float) -> int:
+    if width <= 0:
+        raise ConfigError(f"codec width must be positive, got {width}")
+    return max(1, round(channels * width))
+
+
+CODEC_PRESETS: dict[str, CodecConfig] = {
+    # The released codec: 9,251,904 encoder + 35,684,546 decoder + 16,777,216 codebook parameters.
+    "spectrostream": CodecConfig(),
+    # Our own demo codec: ¼ of the channels (about 1/16 of the conv compute), 12 RVQ levels.
+    "narrow": CodecConfig(name="narrow", width=0.25, num_quantizers=12),
+}
+
+
+def codec_config(name: str) -> CodecConfig:
+    try:
+        return CODEC_PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown codec preset {name!r}; choose one of {sorted(CODEC_PRESETS)}") from None
