@@ -1,0 +1,118 @@
+"""Shard builds: real compose -> FluidSynth -> labels -> shards; an interrupted build resumes
+without losing or changing anything; crops from the PyTorch dataset stay aligned."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openmrt.data import pipeline
+from openmrt.data.shards import build_shards, load_shard, read_index
+from openmrt.errors import DataError
+
+FLUID_R3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+pytestmark = pytest.mark.skipif(not FLUID_R3.is_file(), reason="fluid-soundfont-gm is not installed")
+HOURS, PIECES = 0.007, (6.0, 8.0)  # three short pieces (one per shard): ~40 s of audio
+
+
+@pytest.fixture(autouse=True)
+def only_fluid_r3(monkeypatch):
+    # The same SoundFont on every machine, whatever else is installed: the test is exact.
+    monkeypatch.setattr(pipeline, "available_soundfonts", lambda: [str(FLUID_R3)])
+    monkeypatch.setattr(pipeline, "choose_soundfont", lambda seed, fonts=None: str(FLUID_R3))
+
+
+def _digest(d: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.glob("shard_*.npz"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "available_soundfonts", lambda: [str(FLUID_R3)])
+        mp.setattr(pipeline, "choose_soundfont", lambda seed, fonts=None: str(FLUID_R3))
+        stats = pipeline.compose_dataset(out, HOURS, seed=3, pieces_per_shard=1, piece_seconds=PIECES)
+    return out, stats
+
+
+def test_compose_build_writes_aligned_shards(reference):
+    out, stats = reference
+    index = read_index(out)
+    assert stats["built"] == 3 and len(index["shards"]) == 3 and index["examples"] == 3
+    assert stats["seconds"] > 20 and stats["cpu_s"] > 0
+    shard = load_shard(out / "shard_00000.npz")
+    T = int(shard.offsets[-1])
+    assert shard.audio.dtype == np.int16 and shard.audio.shape == (2, T * 1920)
+    assert shard.drum_audio.shape == shard.audio.shape and shard.notes.shape == (T, 128) and shard.drums.shape == (T,)
+    meta = shard.meta[0]
+    assert meta["soundfont"] == "FluidR3_GM.sf2" and meta["caption"] and meta["style"] and meta["frames"] == T
+    assert np.abs(shard.audio).max() > 1000  # music, not silence
+    if meta["has_drums"]:  # where the labels say drums play, the stem has sound
+        stem = np.abs(shard.drum_audio.astype(np.float32)).mean(0).reshape(T, 1920).max(1)
+        # (medians: a final crash cymbal rings on for a while after the flag's 0.25 s tail)
+        assert np.median(stem[shard.drums == 1]) > 5 * (np.median(stem[shard.drums == 0]) + 1)
+
+
+def test_interrupted_build_resumes_without_loss(reference, tmp_path, monkeypatch):
+    ref, _ = reference
+    calls = []
+
+    def dies_on_second(item):
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C during the second shard
+        calls.append(item[0])
+        return pipeline._compose_work(item)
+
+    monkeypatch.setattr(pipeline, "build_shards", _with_work(dies_on_second))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.compose_dataset(tmp_path, HOURS, seed=3, pieces_per_shard=1, piece_seconds=PIECES)
+    assert [p.name for p in tmp_path.glob("shard_*")] == ["shard_00000.npz"] and not (tmp_path / "index.json").exists()
+    first = (tmp_path / "shard_00000.npz").stat().st_mtime_ns
+    (tmp_path / "shard_00001.npz.tmp").write_bytes(b"half a shard")  # a crash mid-write leaves this
+
+    monkeypatch.undo()
+    monkeypatch.setattr(pipeline, "available_soundfonts", lambda: [str(FLUID_R3)])
+    monkeypatch.setattr(pipeline, "choose_soundfont", lambda seed, fonts=None: str(FLUID_R3))
+    stats = pipeline.compose_dataset(tmp_path, HOURS, seed=3, pieces_per_shard=1, piece_seconds=PIECES)
+    assert stats["skipped_existing"] == 1 and stats["built"] == 2
+    assert (tmp_path / "shard_00000.npz").stat().st_mtime_ns == first  # not rebuilt
+    assert not list(tmp_path.glob("*.tmp"))
+    assert _digest(tmp_path) == _digest(ref)  # the same bytes as an uninterrupted build
+
+    with pytest.raises(DataError, match="other arguments"):
+        pipeline.compose_dataset(tmp_path, HOURS, seed=4, pieces_per_shard=1, piece_seconds=PIECES)
+
+
+def _with_work(work):
+    def patched(out_dir, build, jobs, _work, workers=1, unit_seconds=None, desc=""):
+        return build_shards(out_dir, build, jobs, work, workers, unit_seconds, desc)
+    return patched
+
+
+def test_crop_dataset_aligns_audio_labels(reference):
+    import torch
+
+    from openmrt.data.dataset import CropDataset
+
+    out, _ = reference
+    ds = CropDataset(out, crop_frames=50, seed=1)
+    items = list(ds)
+    assert len(items) >= 3
+    again = list(CropDataset(out, crop_frames=50, seed=1))
+    def where(xs):
+        return [(i["shard"], i["example"], i["start"]) for i in xs]
+
+    assert where(items) == where(again)
+    for it in items[:4]:
+        shard = load_shard(out / it["shard"]).example(it["example"])
+        s = it["start"]
+        assert it["audio"].shape == (2, 50 * 1920) and it["notes"].shape == (50, 128) and it["valid"].all()
+        np.testing.assert_array_equal(it["notes"].numpy(), shard["notes"][s:s + 50])
+        np.testing.assert_array_equal(it["drums"].numpy(), shard["drums"][s:s + 50])
+        np.testing.assert_allclose(it["audio"].numpy() * 32768, shard["audio"][:, s * 1920:(s + 50) * 1920])
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["notes"].shape == (2, 50, 128) and len(batch["caption"]) == 2
