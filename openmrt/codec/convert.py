@@ -165,3 +165,22 @@ def load_official(
         if not flat:
             raise CheckpointError(f"{encoder_file} has no params/encoder/ tensors (not the SpectroStream encoder?)")
         load_official_state(model, flat, ("encoder",))
+
+
+def to_official(model: nn.Module, parts: Iterable[str] = PARTS) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`convert_official`: our weights under official keys and layouts."""
+    parts = tuple(parts)
+    params = dict(model.named_parameters())
+    out = {}
+    for key, slot in official_layout(model).items():
+        if slot.part not in parts:
+            continue
+        w = params[slot.param].detach()
+        if slot.kind == "conv":
+            w = w.permute(2, 3, 1, 0)
+        elif slot.kind == "convT":
+            w = w.permute(2, 3, 0, 1).flip(0, 1)
+        elif slot.kind == "dense":
+            w = w.t()[None, None]
+        out[key] = w.contiguous()
+    return out

@@ -37,20 +37,20 @@ FRAME_SAMPLES = FRAMES_PER_STEP * HOP  # 1920 samples = 40 ms per code frame
 
 @dataclass
 class EncodeStreamState(StreamState):
-    """Streaming waveform -> latents. ``countdown`` > 0 marks steps whose output is not valid yet."""
+    """Streaming waveform -> latents. Outputs are valid once ``steps`` reaches the latency."""
 
     stft: StftState
     encoder: EncoderState
-    countdown: torch.Tensor  # [] int64
+    steps: torch.Tensor  # [] int64, steps taken, saturating at the latency (zero = fresh, so reset_ works)
 
 
 @dataclass
 class DecodeStreamState(StreamState):
-    """Streaming codes -> waveform. ``countdown`` > 0 while the one-frame lookahead fills."""
+    """Streaming codes -> waveform. Outputs are valid once ``steps`` reaches the lookahead."""
 
     decoder: DecoderState
     istft: IstftState
-    countdown: torch.Tensor  # [] int64
+    steps: torch.Tensor  # [] int64, steps taken, saturating at the latency (zero = fresh)
 
 
 class SpectroStream(nn.Module):
@@ -118,7 +118,7 @@ class SpectroStream(nn.Module):
         return EncodeStreamState(
             stft=init_stft_state(batch, FRAME_SAMPLES, device, dtype),
             encoder=self.encoder.init_state(batch, device, dtype),
-            countdown=torch.full((), self.encoder_latency_frames, dtype=torch.long, device=device),
+            steps=torch.zeros((), dtype=torch.long, device=device),
         )
 
     def encode_latents_step(self, block: torch.Tensor, state: EncodeStreamState) -> torch.Tensor:
@@ -129,12 +129,12 @@ class SpectroStream(nn.Module):
         """
         if block.shape[1] != FRAME_SAMPLES:
             raise ValueError(f"encode_step takes blocks of {FRAME_SAMPLES} samples, got {block.shape[1]}; buffer")
-        valid = (state.countdown == 0).to(block.dtype)
+        valid = (state.steps >= self.encoder_latency_frames).to(block.dtype)
         spec = stft_step(block, state.stft, self.analysis_window)  # frames that start in the previous block
         latent = self.encoder.step(spec, state.encoder)[:, 0] * valid
         for buf in state.encoder.tensors().values():  # an invalid step must not leave history behind
             buf.mul_(valid)
-        state.countdown.sub_(1).clamp_(min=0)
+        state.steps.add_(1).clamp_(max=self.encoder_latency_frames)
         return latent
 
     def encode_step(self, block: torch.Tensor, state: EncodeStreamState, num_levels: int | None = None) -> torch.Tensor:
@@ -148,15 +148,15 @@ class SpectroStream(nn.Module):
         return DecodeStreamState(
             decoder=self.decoder.init_state(batch, device, dtype),
             istft=init_istft_state(batch, device, dtype),
-            countdown=torch.full((), self.decoder_latency_frames, dtype=torch.long, device=device),
+            steps=torch.zeros((), dtype=torch.long, device=device),
         )
 
     def decode_latents_step(self, emb: torch.Tensor, state: DecodeStreamState) -> torch.Tensor:
         """One embedding frame [B, D] -> raw audio [B, 1920, 2] of the previous frame (step 0: zeros)."""
         spec = self.decoder.step(emb[:, None], state.decoder)  # [B, 4, 4, 480]
         # The first frame's STFT frames are what the lookahead drops: silence them (and the carry).
-        spec = spec * (state.countdown == 0).to(spec.dtype)
-        state.countdown.sub_(1).clamp_(min=0)
+        spec = spec * (state.steps >= self.decoder_latency_frames).to(spec.dtype)
+        state.steps.add_(1).clamp_(max=self.decoder_latency_frames)
         return istft_step(spec, state.istft, self.synthesis_window)
 
     def decode_step(self, codes: torch.Tensor, state: DecodeStreamState) -> torch.Tensor:

@@ -63,6 +63,8 @@ class ResidualVQ(nn.Module):
         levels = codes.shape[-1]
         self._check_levels(levels)
         emb = self.embedding[:levels]  # [L, K, D]
+        if levels == 0:
+            return emb.new_zeros(*codes.shape[:-1], emb.shape[-1])
         flat = codes.reshape(-1, levels).long()
         if flat.numel() and (flat.min() < 0 or flat.max() >= emb.shape[1]):
             raise ValueError(f"codes must lie in 0..{emb.shape[1] - 1}")
