@@ -7,8 +7,14 @@ cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 if command -v apt-get >/dev/null; then
   $SUDO apt-get update -qq
+  # fluid-soundfont-gm (148 MB) is the SoundFont the tests use; timgm6mb-soundfont (6 MB) adds
+  # timbre variety to composed data. MuseScore's (86 MB, 5-11 s to load) is optional:
+  # OPENMRT_ALL_SOUNDFONTS=1 bash scripts/install.sh.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    fluidsynth fluid-soundfont-gm libsndfile1 >/dev/null
+    fluidsynth fluid-soundfont-gm timgm6mb-soundfont libsndfile1 >/dev/null
+  if [ "${OPENMRT_ALL_SOUNDFONTS:-0}" = 1 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq musescore-general-soundfont >/dev/null
+  fi
 fi
 python3 -m pip install -q -e ".[dev]"
 # basic-pitch's default Linux deps pull TensorFlow 2.15 and numpy<2; it runs its ONNX model
