@@ -62,23 +62,21 @@ class Attention(nn.Module):
         return self._heads(self.k(source)), self._heads(self.v(source))
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """q [B, T, H, dh]; k, v [B, S, H, dh]; visible [T, S] or [B, T, S] bool -> [B, T, H*dh]."""
+        """q [B, T, H, dh]; k, v [B, S, H, dh]; visible [T, S] or [B, T, S] bool -> [B, T, D]."""
         scale = (R_SOFTPLUS_0 / math.sqrt(self.head_dim)) * F.softplus(self.per_dim_scale.float())
-        qs = q * scale.to(q.dtype)
-        logits = torch.einsum("bthd,bshd->bhts", qs, k).float()
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, *, dh]
         if visible.dim() == 3:
             visible = visible[:, None]
-        logits = logits.masked_fill(~visible, INVALID_LOGIT)
-        if self.sink_k is None:
-            probs = torch.softmax(logits, dim=-1).to(v.dtype)
-            ctx = torch.einsum("bhts,bshd->bthd", probs, v)
-        else:
-            # The sink logit uses the UNSCALED query (official quirk; verified by the golden set).
-            sink_logit = torch.einsum("bthd,hd->bht", q, self.sink_k[0]).float()[..., None]
-            probs = torch.softmax(torch.cat([sink_logit, logits], dim=-1), dim=-1).to(v.dtype)
-            ctx = torch.einsum("bhts,bshd->bthd", probs[..., 1:], v)
-            ctx = ctx + probs[..., 0].transpose(1, 2)[..., None] * self.sink_v
-        return self.o(ctx.flatten(-2))
+        if self.sink_k is not None:
+            # The sink logit uses the UNSCALED query (official quirk): q . k_s = (q * scale) . (k_s / scale),
+            # so the sink becomes one more key in scaled-query space, always visible.
+            b = q.shape[0]
+            sink_k = (self.sink_k.float() / scale).to(k.dtype).transpose(0, 1).expand(b, -1, -1, -1)
+            k = torch.cat([sink_k, k], dim=2)
+            v = torch.cat([self.sink_v.transpose(0, 1).expand(b, -1, -1, -1), v], dim=2)
+            visible = F.pad(visible, (1, 0), value=True)
+        ctx = F.scaled_dot_product_attention(q * scale.to(q.dtype), k, v, attn_mask=visible, scale=1.0)
+        return self.o(ctx.transpose(1, 2).flatten(-2))
 
     def forward(self, x: torch.Tensor, source: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Whole-sequence attention; ``visible`` [T, S] is the (banded) mask."""

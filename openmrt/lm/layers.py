@@ -21,10 +21,10 @@ class RMSNorm(nn.Module):
         self.reduce_fp32 = reduce_fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.reduce_fp32 or x.dtype == torch.float32:
-            xf = x.float()
-            y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-            return y.to(x.dtype) * self.weight
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        if self.reduce_fp32:
+            return F.rms_norm(x.float(), self.weight.shape, None, self.eps).to(x.dtype) * self.weight
         ms = (x * x).float().mean(-1, keepdim=True).to(x.dtype)
         return x * torch.rsqrt(ms + self.eps) * self.weight
 

@@ -1,0 +1,280 @@
+"""The live session: a frame loop on its own thread feeding a ring buffer that an audio
+callback drains (shared/spec/live_engine_and_controls.md §4).
+
+* Pacing is back-pressure, not a timer: generate a frame, wait until the buffer has room for it
+  under the chosen lead (2048 / 4096 / 8192 samples), write it.
+* Controls are snapshotted once per frame by calling ``frame_input()``; an exception there is
+  logged and the previous frame's input is reused, so a bad control never stops the stream.
+* Start primes the buffer with 3 frames generated at once; a reset keeps what is queued and
+  fades the next frame in over 1920 samples. Underruns are zero-filled and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openmrt import tokens as tk
+from openmrt.engine.bundle import Bundle
+from openmrt.engine.frames import FRAME, FrameStream
+from openmrt.engine.ring import RingBuffer
+from openmrt.errors import CheckpointError, ControlError
+
+log = logging.getLogger("openmrt.session")
+
+BUFFER_PRESETS = (2048, 4096, 8192)
+PRIME_FRAMES = 3
+FADE_SAMPLES = 1920  # reset fade-in
+GATE_ATTACK, GATE_RELEASE = 1920, 48000  # MIDI Gate envelope (samples to 99 %)
+
+
+def one_pole_alpha(samples: int) -> float:
+    """Per-sample coefficient reaching 99 % of a step after ``samples`` samples."""
+    return 1.0 - float(np.exp(-4.60517 / samples))
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """What the frame loop reads from the controls once per frame."""
+
+    cond: np.ndarray  # [144] raw conditioning (-1 masked)
+    temperature: float = 1.3
+    top_k: int = 40
+    gate: bool | None = None  # MIDI Gate: True = notes held (open), False = closed, None = gate off
+
+
+@dataclass
+class FrameMetrics:
+    frame: int
+    compute_ms: float  # LM + codec for this frame
+    wait_ms: float  # time spent waiting for room in the buffer (back-pressure)
+    buffer_fill: int  # samples queued after writing this frame
+    dropped_samples: int  # cumulative zero-filled samples since the last reset of the counters
+
+
+@dataclass
+class SessionStats:
+    frames: int
+    dropped_samples: int
+    dropped_frames: int
+    underrun_events: int
+    compute_ms_p50: float
+    compute_ms_p99: float
+    buffer_fill: int
+    extra: dict = field(default_factory=dict)
+
+
+class Session:
+    """Args:
+        bundle: the models to play.
+        frame_input: called once per frame on the engine thread; returns a ``FrameInput``.
+        buffer_samples: lead of the ring buffer, one of 2048 / 4096 / 8192 (latency vs dropouts).
+        seed: sampling seed; ``seed_rotation`` r != 0 makes every reset start from seed + r.
+        threads: torch threads for the engine (1 leaves a core to audio, MIDI and the UI).
+    """
+
+    def __init__(self, bundle: Bundle, frame_input: Callable[[], FrameInput], buffer_samples: int = 2048,
+                 seed: int = 0, seed_rotation: int = 0, threads: int | None = 1, history: int = 10_000):
+        if buffer_samples not in BUFFER_PRESETS:
+            raise ControlError(f"buffer_samples must be one of {BUFFER_PRESETS}, got {buffer_samples}")
+        self.bundle = bundle
+        self.frame_input = frame_input
+        self.buffer_samples = buffer_samples
+        self.seed, self.seed_rotation = seed, seed_rotation
+        self.threads = threads
+        self.stream = FrameStream(bundle, seed=seed)
+        self.ring = RingBuffer(max(BUFFER_PRESETS) + PRIME_FRAMES * FRAME)
+        self.metrics: deque[FrameMetrics] = deque(maxlen=history)
+        self.control_errors = 0
+        self._last_input: FrameInput | None = None
+        self._reset_target: dict[str, torch.Tensor] | None = None  # set by prefill
+        self._lock = threading.Lock()  # serialises state operations (reset/prefill/save/load) with frames
+        self._requests: deque[Callable[[], None]] = deque()
+        self._running = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fade = 0  # samples of fade-in left
+        self._gate = 1.0
+        self._frames = 0
+
+    # ------------------------------------------------------------------ frame loop
+    def _input(self) -> FrameInput:
+        try:
+            inp = self.frame_input()
+            if not isinstance(inp, FrameInput) or inp.cond.shape != (tk.NUM_COND,):
+                raise ControlError(f"frame_input returned {type(inp).__name__}, not a 144-channel FrameInput")
+            self._last_input = inp
+        except Exception as e:  # a bad control must never stop the stream
+            self.control_errors += 1
+            log.error("control snapshot failed (keeping the previous one): %s", e)
+            if self._last_input is None:
+                self._last_input = FrameInput(tk.make_conditioning())
+        return self._last_input
+
+    def _envelopes(self, audio: np.ndarray, inp: FrameInput) -> np.ndarray:
+        """Reset fade-in and MIDI Gate, per sample, in place."""
+        if self._fade:
+            n = min(self._fade, len(audio))
+            start = FADE_SAMPLES - self._fade
+            audio[:n] *= (np.arange(start, start + n, dtype=np.float32) / FADE_SAMPLES)[:, None]
+            self._fade -= n
+        if inp.gate is not None or self._gate != 1.0:
+            target = 1.0 if inp.gate in (None, True) else 0.0
+            a = one_pole_alpha(GATE_ATTACK if target > self._gate else GATE_RELEASE)
+            # value_n = target + (g0 - target) * (1 - a)^(n+1): the one-pole recursion in closed form
+            env = target + (self._gate - target) * (1.0 - a) ** np.arange(1, len(audio) + 1, dtype=np.float64)
+            audio *= env.astype(np.float32)[:, None]
+            self._gate = float(env[-1])
+        return audio
+
+    def _generate(self) -> tuple[np.ndarray, float]:
+        inp = self._input()
+        t0 = time.perf_counter()
+        with self._lock:
+            self.stream.lm.temperature, self.stream.lm.top_k = inp.temperature, inp.top_k
+            audio, _ = self.stream.step(inp.cond)
+            self._frames += 1
+        ms = (time.perf_counter() - t0) * 1e3
+        return self._envelopes(audio, inp), ms
+
+    def _write(self, audio: np.ndarray, compute_ms: float, wait_for_room: bool) -> None:
+        t0 = time.perf_counter()
+        if wait_for_room:
+            while self._running.is_set() and self.buffer_samples - self.ring.fill() < FRAME:
+                time.sleep(0.0002)
+        if self.ring.free() < FRAME:  # stopped while waiting, or priming past a full buffer
+            return
+        self.ring.write(audio)
+        self.metrics.append(FrameMetrics(self._frames, compute_ms, (time.perf_counter() - t0) * 1e3,
+                                         self.ring.fill(), self.ring.underrun_samples))
+
+    def _prime(self) -> None:
+        for _ in range(PRIME_FRAMES):
+            self._write(*self._generate(), wait_for_room=False)
+
+    def _loop(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        while self._running.is_set():
+            while self._requests:
+                self._requests.popleft()()
+            self._write(*self._generate(), wait_for_room=True)
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> None:
+        """Prime 3 frames, then run the frame loop on its own thread."""
+        if self._thread is not None:
+            return
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self._prime()
+        self._running.set()
+        self._thread = threading.Thread(target=self._loop, name="openmrt-frames", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._running.clear()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def read(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Audio callback side: the next n stereo samples (zeros where the engine fell behind)."""
+        return self.ring.read(n, out)
+
+    def _do_reset(self) -> None:
+        with self._lock:
+            self.stream.reset(self.seed + self.seed_rotation)
+            if self._reset_target is not None:
+                self.stream.load_state_dict(self._reset_target)
+            self._fade = FADE_SAMPLES
+
+    def reset(self) -> None:
+        """Back to the reset target (fresh stream, or the last prefill), fading in; thread-safe."""
+        if self.running:
+            self._requests.append(self._do_reset)
+        else:
+            self._do_reset()
+
+    # ------------------------------------------------------------------ state and prefill
+    def save_state(self, path: str | Path) -> None:
+        """Write the stream state (LM caches, tokens, RNG, codec buffers) to a safetensors file."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        with self._lock:
+            sd = self.stream.state_dict()
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        save_file(sd, str(tmp), metadata={"bundle": self.bundle.name, "lm": self.bundle.lm.cfg.to_json()})
+        tmp.replace(path)
+
+    def load_state(self, path: str | Path) -> None:
+        from safetensors import safe_open
+
+        path = Path(path)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:
+            raise CheckpointError(f"cannot read session state {path}: {e}") from e
+        if meta.get("lm") != self.bundle.lm.cfg.to_json():
+            raise CheckpointError(f"session state {path} was saved with another model ({meta.get('bundle')})")
+        with self._lock:
+            try:
+                self.stream.load_state_dict(sd)
+            except (ValueError, KeyError) as e:
+                raise CheckpointError(f"session state {path} does not fit this bundle: {e}") from e
+
+    def prefill_tokens(self, tokens: np.ndarray, drums: int = tk.MASKED) -> None:
+        """Teacher-force known frames (tokens [T, 12] unique ids) and make the result the reset target.
+
+        Conditioning during prefill: notes and style masked, drums as given (official engine)."""
+        cond = np.stack([tk.make_conditioning(drums=drums) for _ in range(len(tokens))])
+        with self._lock:
+            self.stream.reset(self.seed)
+            self.stream.prefill(cond, np.asarray(tokens))
+            self._reset_target = self.stream.state_dict()
+
+    def prefill_audio(self, audio: np.ndarray, trim_frames: int = 25, drums: int = tk.MASKED) -> int:
+        """Encode audio [N, 2] at 48 kHz with the codec, trim ``trim_frames`` at each end (encoder
+        warm-up and zero-padded lookahead), teacher-force the rest. Returns the frames used."""
+        codec = self.bundle.codec
+        with torch.inference_mode():
+            codes = codec.encode(torch.as_tensor(audio, dtype=torch.float32)[None], self.stream.levels)[0]
+        if len(codes) > 2 * trim_frames + 1:
+            codes = codes[trim_frames:-trim_frames]
+        self.prefill_tokens(tk.to_unique(codes).numpy(), drums)
+        return len(codes)
+
+    def prefill_silence(self, frames: int = 550, drums: int = tk.MASKED) -> None:
+        """Teacher-force ``frames`` frames of the codec's silence code (22 s by default)."""
+        codec = self.bundle.codec
+        with torch.inference_mode():
+            codes = codec.encode(torch.zeros(1, 5 * FRAME, 2), self.stream.levels)[0, 2]  # past the warm-up
+        self.prefill_tokens(np.tile(tk.to_unique(codes).numpy(), (frames, 1)), drums)
+
+    # ------------------------------------------------------------------ reporting
+    def stats(self) -> SessionStats:
+        ms = np.array([m.compute_ms for m in self.metrics]) if self.metrics else np.zeros(1)
+        return SessionStats(
+            frames=self._frames,
+            dropped_samples=self.ring.underrun_samples,
+            dropped_frames=-(-self.ring.underrun_samples // FRAME),
+            underrun_events=self.ring.underrun_events,
+            compute_ms_p50=float(np.percentile(ms, 50)),
+            compute_ms_p99=float(np.percentile(ms, 99)),
+            buffer_fill=self.ring.fill(),
+            extra={"control_errors": self.control_errors},
+        )

@@ -1,0 +1,163 @@
+"""The live session: real-time pacing into a virtual sink, dropped-frame accounting, bad
+control snapshots, state save/restore, offline rendering."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from openmrt import tokens as tk
+from openmrt.engine.bundle import random_bundle
+from openmrt.engine.frames import FRAME, FrameStream
+from openmrt.engine.offline import render
+from openmrt.engine.session import FrameInput, Session
+from openmrt.engine.sink import ClockSink
+from openmrt.errors import CheckpointError, ControlError
+
+COND = tk.make_conditioning(style=list(range(12)), notes=[0] * 128, drums=1)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return random_bundle("tiny", "narrow", seed=0)
+
+
+@pytest.mark.slow
+def test_thirty_seconds_real_time_no_drops(bundle):
+    session = Session(bundle, lambda: FrameInput(COND), buffer_samples=4096)
+    session.start()
+    sink = ClockSink(session.read, block=480)
+    sink.play(30.0)
+    session.stop()
+    st = session.stats()
+    print(st)
+    assert st.frames >= 30 * 25
+    assert st.dropped_samples == 0, st
+
+
+def test_throttled_generator_drops_are_counted_and_recovered(bundle):
+    slow = {"on": False}
+
+    def frame_input():
+        if slow["on"]:
+            time.sleep(0.1)  # a frame now takes longer than its 40 ms
+        return FrameInput(COND)
+
+    session = Session(bundle, frame_input, buffer_samples=2048)
+    session.start()
+    sink = ClockSink(session.read, block=480, keep=True)
+    sink.start(4.0)
+    time.sleep(1.0)
+    slow["on"] = True
+    time.sleep(1.0)
+    slow["on"] = False
+    dropped_during = session.ring.underrun_samples
+    time.sleep(0.6)  # recover
+    recovered_at = session.ring.underrun_samples
+    sink.join()
+    session.stop()
+    assert dropped_during > 0  # counted
+    audio = sink.audio()
+    assert (np.abs(audio).max(axis=1) == 0).sum() >= dropped_during  # filled with silence
+    assert session.ring.underrun_samples == recovered_at  # no new drops once the generator keeps up
+    assert session.running is False
+
+
+def test_bad_control_snapshots_never_stop_the_stream(bundle):
+    calls = {"n": 0}
+
+    def frame_input():
+        calls["n"] += 1
+        if calls["n"] % 2:
+            raise ControlError("temperature must be >= 0, got nan")
+        return FrameInput(COND)
+
+    session = Session(bundle, frame_input)
+    session.start()
+    ClockSink(session.read).play(0.5)
+    session.stop()
+    assert session.control_errors >= 5
+    assert session.stats().frames >= 10
+
+
+def test_buffer_presets_validated(bundle):
+    with pytest.raises(ControlError, match="2048"):
+        Session(bundle, lambda: FrameInput(COND), buffer_samples=1000)
+
+
+def test_render_exact_length_and_seed_reproducible(bundle):
+    n = 48000 + 123
+    a, toks = render(FrameStream(bundle, seed=7), n, lambda t: COND)
+    b, _ = render(FrameStream(bundle, seed=7), n, lambda t: COND)
+    c, _ = render(FrameStream(bundle, seed=8), n, lambda t: COND)
+    assert a.shape == (n, 2) and a.dtype == np.float32
+    assert toks.shape == (26, 12)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert np.abs(a[:FRAME]).max() > 0  # the codec's silent first frame was dropped
+
+
+def test_reset_restores_prefill_target(bundle):
+    rng = np.random.default_rng(0)
+    toks = tk.to_unique(__import__("torch").as_tensor(rng.integers(0, 1024, (10, 12)))).numpy()
+    session = Session(bundle, lambda: FrameInput(COND), seed=3)
+    session.prefill_tokens(toks)
+    first = [session.stream.step(COND)[1] for _ in range(5)]
+    session.reset()
+    again = [session.stream.step(COND)[1] for _ in range(5)]
+    assert all((x == y).all() for x, y in zip(first, again, strict=True))
+
+
+def test_prefill_audio_and_silence(bundle):
+    session = Session(bundle, lambda: FrameInput(COND))
+    audio = np.random.default_rng(1).standard_normal((48000 * 3, 2)).astype(np.float32) * 0.1
+    used = session.prefill_audio(audio)
+    assert used == 75 - 50
+    assert session.stream.lm.frame == used
+    session.prefill_silence(frames=20)
+    assert session.stream.lm.frame == 20
+
+
+SCRIPT = """
+import sys, numpy as np
+from openmrt import tokens as tk
+from openmrt.engine.bundle import random_bundle
+from openmrt.engine.session import FrameInput, Session
+cond = tk.make_conditioning(style=list(range(12)), notes=[0] * 128)
+s = Session(random_bundle(), lambda: FrameInput(cond, temperature=0.0), seed=5)
+mode, path = sys.argv[1], sys.argv[2]
+if mode == "load":
+    s.load_state(path)
+for i in range(8):
+    audio, toks = s.stream.step(cond)
+    if mode == "save" and i == 3:
+        s.save_state(path)
+    if mode == "load" or i >= 4:
+        print(",".join(map(str, toks)))
+"""
+
+
+def test_state_survives_a_process_restart(tmp_path):
+    """Save after 4 frames, restart the process, load: the same tokens follow (greedy)."""
+    path = str(tmp_path / "state.safetensors")
+    run = lambda mode: subprocess.run([sys.executable, "-c", SCRIPT, mode, path], capture_output=True,  # noqa: E731
+                                      text=True, check=True).stdout.split()
+    saved = run("save")
+    loaded = run("load")
+    assert saved == loaded[:4] and len(saved) == 4
+
+
+def test_load_state_errors(bundle, tmp_path):
+    session = Session(bundle, lambda: FrameInput(COND))
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"\x00" * 10)
+    with pytest.raises(CheckpointError, match="x.safetensors"):
+        session.load_state(bad)
+    other = Session(random_bundle("demo", "narrow"), lambda: FrameInput(COND))
+    other.save_state(tmp_path / "demo.safetensors")
+    with pytest.raises(CheckpointError, match="another model"):
+        session.load_state(tmp_path / "demo.safetensors")
