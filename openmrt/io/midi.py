@@ -1,0 +1,200 @@
+"""MIDI input: live ports (mido + python-rtmidi) and MIDI files as a per-frame control timeline.
+
+Live: `MidiInput` opens a named port or creates a virtual input "openmrt" and feeds a `ControlTarget` (usually
+`LiveControls`) from rtmidi's callback thread. On Linux without an ALSA sequencer (/dev/snd/seq), virtual ports need
+a running JACK server and `backend="mido.backends.rtmidi/UNIX_JACK"` (shared/notes/environment.md).
+
+Files: `MidiTimeline.from_file` schedules note and controller events on 40 ms frame indices, so offline generation
+can feed a `NoteTracker` frame by frame exactly as the live loop would see them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from openmrt.controls import NoteTracker
+from openmrt.errors import ConfigError, ControlError, DataError
+from openmrt.io import ControlTarget
+
+log = logging.getLogger(__name__)
+
+FRAME_RATE = 25.0  # frames per second (40 ms)
+VIRTUAL_PORT = "openmrt"
+DRUM_CHANNEL = 9  # General MIDI channel 10: percussion, not pitches
+
+
+def handle_message(target: ControlTarget, msg: Any) -> bool:
+    """Feed one mido message to `target`; False for message types the model has no use for (clock, pitch bend...)."""
+    if msg.type == "note_on":
+        target.note_on(msg.note, msg.velocity)  # velocity 0 = note-off, handled by the tracker
+    elif msg.type == "note_off":
+        target.note_off(msg.note)
+    elif msg.type == "control_change":
+        target.control_change(msg.control, msg.value)  # CC64 sustain, CC120/123 all off, CC121 pedal up
+    else:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Live ports
+
+
+def _backend(name: str | None) -> Any:
+    try:
+        import mido  # imported here so the rest of openmrt works without MIDI support installed
+        import rtmidi  # noqa: F401  # mido's port backend
+    except ImportError as e:
+        raise ConfigError(f"live MIDI input needs mido and python-rtmidi ({e}); pip install python-rtmidi") from e
+    return mido.Backend(name or "mido.backends.rtmidi", load=True)
+
+
+def input_ports(backend: str | None = None) -> list[str]:
+    """Names of the MIDI inputs the backend can see (empty when it cannot reach a MIDI system)."""
+    try:
+        return list(_backend(backend).get_input_names())
+    except (SystemError, OSError, RuntimeError):  # no ALSA sequencer / no JACK server
+        return []
+
+
+def _match_port(want: str, names: Sequence[str]) -> str:
+    """Exact name, else the one name containing `want` (case-insensitive): hardware names carry client:port ids."""
+    if want in names:
+        return want
+    hits = [n for n in names if want.lower() in n.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    what = "matches several ports" if hits else "matches no port"
+    raise ConfigError(f"MIDI input {want!r} {what}; available: {', '.join(names) or 'none'}")
+
+
+class MidiInput:
+    """A live MIDI input feeding `target`. `port=None` creates the virtual input `virtual_name` for other software
+    (a DAW, a sequencer) to connect to. Bad values are logged and counted (`rejected`), never raised."""
+
+    def __init__(
+        self,
+        target: ControlTarget,
+        port: str | None = None,
+        virtual_name: str = VIRTUAL_PORT,
+        backend: str | None = None,
+    ) -> None:
+        self.target = target
+        self.received = self.rejected = 0
+        be = _backend(backend)
+        try:
+            if port is None:
+                self.name = virtual_name
+                self._port = be.open_input(virtual_name, virtual=True, callback=self._on_message)
+            else:
+                self.name = _match_port(port, be.get_input_names())
+                self._port = be.open_input(self.name, callback=self._on_message)
+        except (SystemError, OSError, RuntimeError) as e:
+            hint = "start JACK and use backend 'mido.backends.rtmidi/UNIX_JACK'" if port is None else "check the name"
+            raise ConfigError(f"cannot open MIDI input {port or virtual_name!r}: {e} ({hint})") from e
+        log.info("MIDI: listening on %r", self.name)
+
+    def _on_message(self, msg: Any) -> None:
+        # Runs on rtmidi's thread: nothing may escape, or the port stops delivering.
+        self.received += 1
+        try:
+            handle_message(self.target, msg)
+        except ControlError as e:
+            self.rejected += 1
+            log.warning("MIDI rejected %s: %s", msg, e)
+        except Exception:
+            self.rejected += 1
+            log.exception("MIDI: error handling %s", msg)
+
+    def close(self) -> None:
+        self._port.close()
+
+    def __enter__(self) -> MidiInput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# MIDI files as a control timeline
+
+
+@dataclass(frozen=True)
+class MidiEvent:
+    """One event of a timeline: applied just before the conditioning of `frame` is read."""
+
+    frame: int
+    time: float  # seconds from the start of the file
+    kind: Literal["note_on", "note_off", "control_change"]
+    a: int  # pitch or controller number
+    b: int  # velocity or controller value
+
+
+def frame_of(time: float, frame_rate: float = FRAME_RATE) -> int:
+    """The frame an event at `time` seconds drives: the nearest frame start (at most 20 ms early or late), which
+    keeps rendered notes closest to the file's timing."""
+    return int(math.floor(time * frame_rate + 0.5))
+
+
+class MidiTimeline:
+    """Note and controller events on frame indices; `num_frames` covers the last event."""
+
+    def __init__(self, events: Sequence[MidiEvent], source: str = "") -> None:
+        self.events = tuple(sorted(events, key=lambda e: e.frame))  # stable: file order within a frame is kept
+        self.source = source
+        self.num_frames = self.events[-1].frame + 1 if self.events else 0
+        self._starts = np.searchsorted([e.frame for e in self.events], np.arange(self.num_frames + 1))
+
+    @classmethod
+    def from_file(cls, path: str | Path, frame_rate: float = FRAME_RATE, include_drums: bool = False) -> MidiTimeline:
+        """Read a Standard MIDI File (type 0 or 1; tempo changes honoured). Channel 10 (drums) is skipped unless
+        `include_drums`: its note numbers are instruments, not pitches. Unreadable files raise DataError."""
+        import mido
+
+        path = Path(path)
+        try:
+            events, t = [], 0.0
+            for msg in mido.MidiFile(path):  # merged tracks, `time` = seconds since the previous message
+                t += msg.time
+                if msg.type not in ("note_on", "note_off", "control_change"):
+                    continue
+                if msg.channel == DRUM_CHANNEL and not include_drums:
+                    continue
+                a, b = (msg.note, msg.velocity) if msg.type != "control_change" else (msg.control, msg.value)
+                events.append(MidiEvent(frame_of(t, frame_rate), t, msg.type, a, b))
+        except Exception as e:  # mido raises OSError, EOFError, KeyError, ValueError, TypeError on bad files
+            raise DataError(f"{path}: not a readable MIDI file ({type(e).__name__}: {e})") from e
+        return cls(events, source=str(path))
+
+    def events_at(self, frame: int) -> tuple[MidiEvent, ...]:
+        if not 0 <= frame < self.num_frames:
+            return ()
+        return self.events[self._starts[frame] : self._starts[frame + 1]]
+
+    def feed(self, frame: int, target: ControlTarget | NoteTracker) -> None:
+        """Apply the events of `frame`, in file order, to a tracker or a live target."""
+        for e in self.events_at(frame):
+            if e.kind == "note_on":
+                target.note_on(e.a, e.b)
+            elif e.kind == "note_off":
+                target.note_off(e.a)
+            else:
+                target.control_change(e.a, e.b)
+
+    def note_states(self, num_frames: int | None = None, auto_strum: bool = True, unmask_width: int = 0) -> np.ndarray:
+        """Offline: the note values of every frame [T, 128] (int64), from a fresh tracker."""
+        tracker = NoteTracker()
+        n = self.num_frames if num_frames is None else num_frames
+        out = np.empty((n, 128), dtype=np.int64)
+        for k in range(n):
+            self.feed(k, tracker)
+            out[k] = tracker.frame_states(auto_strum=auto_strum, unmask_width=unmask_width)
+        return out
