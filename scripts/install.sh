@@ -12,6 +12,8 @@ if command -v apt-get >/dev/null; then
   # OPENMRT_ALL_SOUNDFONTS=1 bash scripts/install.sh.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
     fluidsynth fluid-soundfont-gm timgm6mb-soundfont libsndfile1 >/dev/null
+  # Live audio: PortAudio, and JACK (its dummy driver is the real-time sink on machines with no sound card).
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libportaudio2 jackd2 >/dev/null
   if [ "${OPENMRT_ALL_SOUNDFONTS:-0}" = 1 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq musescore-general-soundfont >/dev/null
   fi

@@ -1,0 +1,78 @@
+"""Audio output through PortAudio (sounddevice): JACK, ALSA or PulseAudio on Linux.
+
+The device callback only copies samples out of the session's ring buffer (and hands a copy
+to the recorder); underruns come back as zeros, counted by the ring buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from openmrt.errors import OpenMRTError
+
+
+def _sd():
+    try:
+        import sounddevice as sd
+    except OSError as e:  # PortAudio missing
+        raise OpenMRTError(f"audio output needs PortAudio (Debian: apt-get install libportaudio2): {e}") from e
+    return sd
+
+
+def list_devices() -> str:
+    """Output devices, one per line: index, name, host API."""
+    sd = _sd()
+    apis = sd.query_hostapis()
+    lines = []
+    for i, d in enumerate(sd.query_devices()):
+        if d["max_output_channels"] >= 2:
+            lines.append(f"{i:3d}  {d['name']}  ({apis[d['hostapi']]['name']}, {d['max_output_channels']} out)")
+    return "\n".join(lines) or "no audio output devices (on a machine without a sound card, start JACK's dummy driver)"
+
+
+def resolve_device(device: str | int | None) -> int | None:
+    """A device index from an index, a name (or part of one), or None for the default."""
+    if device is None or isinstance(device, int):
+        return device
+    if device.isdigit():
+        return int(device)
+    sd = _sd()
+    matches = [i for i, d in enumerate(sd.query_devices())
+               if device.lower() in d["name"].lower() and d["max_output_channels"] >= 2]
+    if not matches:
+        raise OpenMRTError(f"no audio output device named {device!r}; available:\n{list_devices()}")
+    return matches[0]
+
+
+class AudioOutput:
+    """Plays ``read(n) -> [n, 2] float32`` on a device until closed."""
+
+    def __init__(self, read: Callable[[int], np.ndarray], device: str | int | None = None, blocksize: int = 480,
+                 sample_rate: int = 48000, recorder=None):
+        sd = _sd()
+        self.read, self.recorder = read, recorder
+        self.callbacks = 0
+        self.status_flags = 0  # PortAudio-reported under/overflows
+
+        def callback(outdata, frames, time_info, status):
+            if status:
+                self.status_flags += 1
+            outdata[:] = self.read(frames)
+            if self.recorder is not None:
+                self.recorder.push(outdata)
+            self.callbacks += 1
+
+        try:
+            self.stream = sd.OutputStream(samplerate=sample_rate, channels=2, dtype="float32", blocksize=blocksize,
+                                          device=resolve_device(device), callback=callback)
+        except sd.PortAudioError as e:
+            raise OpenMRTError(f"cannot open audio output {device!r}: {e}\n{list_devices()}") from e
+
+    def start(self) -> None:
+        self.stream.start()
+
+    def close(self) -> None:
+        self.stream.stop()
+        self.stream.close()
