@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from openmrt.codec.layers import CausalConv2d, ConvState
+from openmrt.codec.layers import CausalConv2d, ConvState, split_halves
 from openmrt.codec.stft import BINS
 from openmrt.codec.units import DecoderInput, UnitState, UpUnit
 from openmrt.streaming import StreamState
@@ -73,7 +73,7 @@ class Decoder(nn.Module):
         x = x.reshape(b, n, FREQ_IN, -1).permute(0, 3, 1, 2)  # [B, C, N, 5], row-major f·C + c
         for i, unit in enumerate(self._units(_MERGED_STAGES)):
             x = unit(x) if state is None else unit.step(x, state.merged[i])
-        x = x.reshape(2 * b, x.shape[1] // 2, x.shape[2], x.shape[3])  # split: [0:C/2] -> L, rest -> R
+        x = split_halves(x)  # [0:C/2] -> L, rest -> R
         for i, unit in enumerate(self._units(_HALF_STAGES)):
             x = unit(x) if state is None else unit.step(x, state.halves[i])
         conv = self.output_layer.base_conv_last

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from openmrt.codec.layers import CausalConv2d, ConvState
+from openmrt.codec.layers import CausalConv2d, ConvState, merge_halves
 from openmrt.codec.stft import BINS
 from openmrt.codec.units import DownUnit, EncoderOutput, UnitState
 from openmrt.streaming import StreamState
@@ -65,7 +65,7 @@ class Encoder(nn.Module):
         x = self.base_conv_first(x) if state is None else self.base_conv_first.step(x, state.base)
         for i, unit in enumerate(self._halves()):
             x = unit(x) if state is None else unit.step(x, state.halves[i])
-        x = x.reshape(b, 2 * x.shape[1], x.shape[2], x.shape[3])  # concat channels, L first
+        x = merge_halves(x)  # concat channels, L first
         for i, unit in enumerate((self.encoder_6, self.bottleneck)):
             x = unit(x) if state is None else unit.step(x, state.merged[i])
         x = x.permute(0, 2, 3, 1).flatten(2)  # [B, T/4, F·C], row-major f·C + c

@@ -78,6 +78,8 @@ class SpectroStream(nn.Module):
         self.decoder = Decoder(c.decoder_base, c.latent_dim)
         self.register_buffer("analysis_window", analysis_window(), persistent=False)
         self.register_buffer("synthesis_window", synthesis_window(), persistent=False)
+        # Conv weights channels-last: oneDNN's fast kernels on CPU (loading copies in place, keeping it).
+        self.to(memory_format=torch.channels_last)
 
     # ----------------------------------------------------------------------------------------
     # Whole sequence
