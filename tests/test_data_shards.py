@@ -116,3 +116,34 @@ def test_crop_dataset_aligns_audio_labels(reference):
         np.testing.assert_allclose(it["audio"].numpy() * 32768, shard["audio"][:, s * 1920:(s + 50) * 1920])
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
     assert batch["notes"].shape == (2, 50, 128) and len(batch["caption"]) == 2
+
+
+def test_tokenize_adds_aligned_tokens(reference, tmp_path):
+    """The plumbing with a randomly initialised narrow codec (real weights: the official encoder
+    file or, later, our own codec); only shapes and alignment are checked here."""
+    import shutil
+
+    import torch
+
+    from openmrt.codec import SpectroStream
+    from openmrt.config import CodecConfig
+    from openmrt.data.dataset import CropDataset
+    from openmrt.data.tokenize import load_codec, tokenize_folder
+
+    src, _ = reference
+    out = tmp_path / "tok"
+    shutil.copytree(src, out)
+    (out / "shard_00001.npz").unlink()  # keep the test short: two shards
+    (out / "shard_00002.npz").unlink()
+    from openmrt.data.shards import write_index
+    write_index(out, read_index(src)["build"])
+    torch.manual_seed(0)
+    stats = tokenize_folder(out, SpectroStream(CodecConfig(width=0.25)).eval(), 12, "random-narrow")
+    assert stats == {"tokenized": 1, "already": 0}
+    assert tokenize_folder(out, None, 12, "random-narrow") == {"tokenized": 0, "already": 1}  # resumable
+    shard = load_shard(out / "shard_00000.npz")
+    assert shard.tokens.shape == (shard.notes.shape[0], 12) and shard.tokens.min() >= 0 and shard.tokens.max() < 1024
+    item = next(iter(CropDataset(out, crop_frames=25, audio=False)))
+    assert item["tokens"].shape == (25, 12) and "audio" not in item
+    with pytest.raises(DataError, match="later issue"):
+        load_codec(tmp_path / "missing.safetensors")

@@ -85,3 +85,99 @@ def compose_dataset(out_dir: str | Path, hours: float, seed: int = 0, workers: i
              "soundfonts": [Path(f).name for f in fonts], "shards": len(jobs)}
     est = [OVERSHOOT * sum(p["seconds"] for p in job) for job in jobs]
     return build_shards(out_dir, build, jobs, _compose_work, workers, est, desc="composing")
+
+
+# ---------------------------------------------------------------------------- a user's folder
+
+MIDI_SUFFIXES = {".mid", ".midi", ".kar"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus"}
+
+
+def list_inputs(folder: str | Path) -> list[str]:
+    """MIDI and audio files under ``folder`` (recursively), sorted: the build's fixed order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder")
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES | AUDIO_SUFFIXES)
+
+
+def _file_seed(name: str) -> int:
+    return int.from_bytes(name.encode()[-8:].rjust(8, b"\0"), "little") % 2**31 ^ len(name)
+
+
+def ingest_file(folder: Path, name: str, style: str = "", caption: str = "") -> Example:
+    """One file -> Example. MIDI is rendered (exact labels); audio is transcribed. Raises DataError
+    with the reason when the file cannot be used."""
+    import pretty_midi
+
+    path = folder / name
+    if path.stat().st_size == 0:
+        raise DataError("empty file")
+    if path.suffix.lower() in MIDI_SUFFIXES:
+        try:
+            pm = pretty_midi.PrettyMIDI(str(path))
+        except Exception as e:  # mido/pretty_midi raise many types (OSError, EOFError, KeyError, ValueError ...)
+            raise DataError(f"malformed MIDI ({type(e).__name__}: {e})") from e
+        if not any(i.notes for i in pm.instruments):
+            raise DataError("MIDI has no notes")
+        seed = _file_seed(name)
+        end = pm.get_end_time()
+        if end > 3600:
+            raise DataError(f"MIDI lasts {end:.0f} s; longer than an hour is surely an error")
+        mix, drums, labels, facts = render_piece(pm, end + 1.0, seed)
+        meta = {**labels.meta, **facts, "source": "midi", "file": name, "frames": labels.notes.shape[0]}
+        if style:
+            meta["style"] = style
+        if caption:
+            meta["caption"] = caption
+        return Example(mix, labels, meta, drums)
+    from openmrt.audio import read_audio
+    from openmrt.data.labels import Labels
+    from openmrt.data.transcribe import transcription_labels
+
+    audio = read_audio(path).T  # [2, N] at 48 kHz
+    if audio.shape[1] < SAMPLES_PER_FRAME:
+        raise DataError("no audio (shorter than one 40 ms frame)")
+    if not np.isfinite(audio).all() or np.abs(audio).max() < 1e-4:
+        raise DataError("silent or invalid samples")
+    frames = audio.shape[1] // SAMPLES_PER_FRAME  # whole frames; the last partial frame is dropped
+    audio = audio[:, :frames * SAMPLES_PER_FRAME]
+    notes, drum_flags, n_notes = transcription_labels(audio, 48000, frames)
+    meta = {"source": "audio", "file": name, "frames": frames, "labels": "basic-pitch + drum detector",
+            "notes": n_notes, "style": style, "caption": caption or style, "has_drums": bool(drum_flags.any())}
+    return Example(audio, Labels(notes, drum_flags, meta), meta)
+
+
+def _ingest_work(item: tuple) -> dict:
+    index, path, (folder, names, style, caption) = item
+    t0 = time.process_time()
+    examples, skipped = [], []
+    for name in names:
+        try:
+            examples.append(ingest_file(Path(folder), name, style, caption))
+        except (DataError, OSError) as e:
+            skipped.append([name, str(e)])
+    entry = write_shard(path, examples, {"skipped": skipped})
+    return {"seconds": entry["seconds"], "cpu_s": time.process_time() - t0, "ingested": len(examples),
+            "skipped": skipped}
+
+
+def ingest_folder(folder: str | Path, out_dir: str | Path, workers: int = 1, files_per_shard: int = 8,
+                  style: str = "", caption: str = "") -> dict:
+    """Shards from a folder of MIDI and audio files. Unusable files are skipped, each with its
+    reason, and counted; a file that fails never stops the build."""
+    folder = Path(folder).resolve()
+    names = list_inputs(folder)
+    if not names:
+        raise DataError(f"no MIDI or audio files in {folder} ({', '.join(sorted(MIDI_SUFFIXES | AUDIO_SUFFIXES))})")
+    groups = [names[i:i + files_per_shard] for i in range(0, len(names), files_per_shard)]
+    jobs = [(str(folder), g, style, caption) for g in groups]
+    build = {"kind": "ingest", "folder": str(folder), "files": names, "files_per_shard": files_per_shard,
+             "style": style, "caption": caption, "soundfonts": [Path(f).name for f in available_soundfonts()]}
+    stats = build_shards(out_dir, build, jobs, _ingest_work, workers, [float(len(g)) for g in groups],
+                         desc="ingesting")
+    # Files skipped in shards built by an earlier (interrupted) run are reported too.
+    stats["skipped"] = [s for sh in stats["index"]["shards"] for s in sh.get("skipped", [])]
+    stats["ingested"] = stats["index"]["examples"]
+    return stats

@@ -91,6 +91,13 @@ def _int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
 
 
+def _plain(x):
+    """numpy scalars (from pretty_midi, numpy maths) as plain JSON numbers."""
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
 def write_shard(path: str | Path, examples: Sequence[Example], extra_meta: dict | None = None) -> dict:
     """Write examples to ``path`` atomically (temporary file, then rename). Returns its index entry."""
     path = Path(path)
@@ -105,7 +112,7 @@ def write_shard(path: str | Path, examples: Sequence[Example], extra_meta: dict 
         "notes": np.concatenate([e.labels.notes for e in examples]) if examples else np.zeros((0, 128), np.int8),
         "drums": np.concatenate([e.labels.drums for e in examples]) if examples else np.zeros(0, np.int8),
         "offsets": np.concatenate([[0], np.cumsum(frames)]).astype(np.int64),
-        "meta": np.array(json.dumps({"examples": [e.meta for e in examples], **(extra_meta or {})})),
+        "meta": np.array(json.dumps({"examples": [e.meta for e in examples], **(extra_meta or {})}, default=_plain)),
     }
     if examples and all(e.drum_audio is not None for e in examples):
         arrays["drum_audio"] = _int16(np.concatenate([e.drum_audio for e in examples], axis=1))
