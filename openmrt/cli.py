@@ -5,41 +5,33 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from openmrt.errors import OpenMRTError
 
-# (command, module with register(subparsers)); imported only when the command is used.
-COMMANDS = {
-    "data": "openmrt.data.cli",
-    "codec": "openmrt.codec.cli",
-}
+MODULES = [
+    "openmrt.engine.cli",  # generate, play, devices
+    "openmrt.codec.cli",  # codec ...
+    "openmrt.data.cli",  # data ...
+]
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openmrt", description="Open live music model.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in COMMANDS.items():
-        if only is not None and name != only:
-            sub.add_parser(name, help=f"({name} commands)")
-            continue
+    for module in MODULES:
         try:
             importlib.import_module(module).register(sub)
-        except ModuleNotFoundError as e:
+        except ModuleNotFoundError as e:  # a command group this version does not have yet
             if e.name != module:
                 raise
-            sub.add_parser(name, help=f"({name}: not available in this version)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(first if first in COMMANDS else None)
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.parse_args([args.command, "--help"])
-        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)
     except OpenMRTError as e:

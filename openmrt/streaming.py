@@ -78,7 +78,7 @@ class StreamState:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """CPU copies of every buffer, for saving (e.g. with safetensors)."""
-        return {k: t.detach().cpu().clone() for k, t in self.tensors().items()}
+        return {k: t.detach().cpu().clone().contiguous() for k, t in self.tensors().items()}
 
     def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
         """Fill this state's buffers from ``state_dict`` output; shapes must match exactly."""

@@ -161,3 +161,49 @@ def test_load_state_errors(bundle, tmp_path):
     other.save_state(tmp_path / "demo.safetensors")
     with pytest.raises(CheckpointError, match="another model"):
         session.load_state(tmp_path / "demo.safetensors")
+
+
+def test_malformed_controls_while_playing(bundle):
+    """1,000 bad OSC messages and 1,000 bad Python-API calls during a live session: the stream keeps
+    producing audio, every bad message gets a counted error, the good ones take effect."""
+    from pythonosc.udp_client import SimpleUDPClient
+
+    from openmrt.controls import LiveControls
+    from openmrt.io.osc import OscServer
+
+    live = LiveControls()
+    session = Session(bundle, lambda: FrameInput.from_live(live))
+    live.on_reset = session.reset
+    bad_osc = [("/topk", ["ten"]), ("/cfg/notes", [float("nan")]), ("/nope", [1.0]), ("/noteon", [300, 1]),
+               ("/cc", [64]), ("/temperature", [-2.0]), ("/style_tokens", [1, 2]), ("/width", [500])]
+    bad_api = [("top_k", 0), ("temperature", float("nan")), ("cfg_style", 99.0), ("drums", "loud"),
+               ("unknown", 1), ("seed", -1), ("unmask_width", "wide"), ("auto_strum", 3)]
+    with OscServer(live, host="127.0.0.1", port=0) as server:
+        session.start()
+        sink = ClockSink(session.read, block=480)
+        sink.start(4.0)
+        client = SimpleUDPClient("127.0.0.1", server.port)
+        api_errors = 0
+        for i in range(1000):
+            address, args = bad_osc[i % len(bad_osc)]
+            client.send_message(address, args)
+            name, value = bad_api[i % len(bad_api)]
+            try:
+                live.apply(name, value)
+            except ControlError:
+                api_errors += 1
+            if i % 50 == 0:
+                time.sleep(0.01)  # let the server drain its socket (bounded, no lost datagrams)
+        client.send_message("/topk", [17])
+        client.send_message("/noteon", [60, 100])
+        deadline = time.monotonic() + 10
+        while server.handled < 1002 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        frames_mid = session.stats().frames
+        sink.join()
+        session.stop()
+    assert api_errors == 1000
+    assert server.rejected == 1000
+    assert live.snapshot().top_k == 17
+    assert session.stats().frames > frames_mid  # still generating after the flood
+    assert session.control_errors == 0

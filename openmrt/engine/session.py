@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from openmrt import tokens as tk
+from openmrt.controls import LiveControls, MidiGate, reset_fade
 from openmrt.engine.bundle import Bundle
 from openmrt.engine.frames import FRAME, FrameStream
 from openmrt.engine.ring import RingBuffer
@@ -32,13 +33,6 @@ log = logging.getLogger("openmrt.session")
 
 BUFFER_PRESETS = (2048, 4096, 8192)
 PRIME_FRAMES = 3
-FADE_SAMPLES = 1920  # reset fade-in
-GATE_ATTACK, GATE_RELEASE = 1920, 48000  # MIDI Gate envelope (samples to 99 %)
-
-
-def one_pole_alpha(samples: int) -> float:
-    """Per-sample coefficient reaching 99 % of a step after ``samples`` samples."""
-    return 1.0 - float(np.exp(-4.60517 / samples))
 
 
 @dataclass(frozen=True)
@@ -48,7 +42,13 @@ class FrameInput:
     cond: np.ndarray  # [144] raw conditioning (-1 masked)
     temperature: float = 1.3
     top_k: int = 40
-    gate: bool | None = None  # MIDI Gate: True = notes held (open), False = closed, None = gate off
+    midi_gate: bool = False  # mute the output while no notes sound (the note values are cond[NOTES])
+
+    @staticmethod
+    def from_live(live: LiveControls, style_tokens=None) -> FrameInput:
+        """One snapshot of a ``LiveControls`` (controls + note tracker)."""
+        c, _, cond = live.frame(style_tokens)
+        return FrameInput(cond, c.temperature, c.top_k, c.midi_gate)
 
 
 @dataclass
@@ -100,8 +100,8 @@ class Session:
         self._requests: deque[Callable[[], None]] = deque()
         self._running = threading.Event()
         self._thread: threading.Thread | None = None
-        self._fade = 0  # samples of fade-in left
-        self._gate = 1.0
+        self._fade = False  # fade the next frame in (after a reset)
+        self._gate = MidiGate()
         self._frames = 0
 
     # ------------------------------------------------------------------ frame loop
@@ -121,17 +121,11 @@ class Session:
     def _envelopes(self, audio: np.ndarray, inp: FrameInput) -> np.ndarray:
         """Reset fade-in and MIDI Gate, per sample, in place."""
         if self._fade:
-            n = min(self._fade, len(audio))
-            start = FADE_SAMPLES - self._fade
-            audio[:n] *= (np.arange(start, start + n, dtype=np.float32) / FADE_SAMPLES)[:, None]
-            self._fade -= n
-        if inp.gate is not None or self._gate != 1.0:
-            target = 1.0 if inp.gate in (None, True) else 0.0
-            a = one_pole_alpha(GATE_ATTACK if target > self._gate else GATE_RELEASE)
-            # value_n = target + (g0 - target) * (1 - a)^(n+1): the one-pole recursion in closed form
-            env = target + (self._gate - target) * (1.0 - a) ** np.arange(1, len(audio) + 1, dtype=np.float64)
-            audio *= env.astype(np.float32)[:, None]
-            self._gate = float(env[-1])
+            audio *= reset_fade(len(audio))[:, None]
+            self._fade = False
+        gains = self._gate.gains(inp.cond[tk.NOTES], inp.midi_gate, len(audio))
+        if inp.midi_gate:
+            audio *= gains[:, None]
         return audio
 
     def _generate(self) -> tuple[np.ndarray, float]:
@@ -198,7 +192,7 @@ class Session:
             self.stream.reset(self.seed + self.seed_rotation)
             if self._reset_target is not None:
                 self.stream.load_state_dict(self._reset_target)
-            self._fade = FADE_SAMPLES
+            self._fade = True
 
     def reset(self) -> None:
         """Back to the reset target (fresh stream, or the last prefill), fading in; thread-safe."""
