@@ -125,7 +125,9 @@ def test_tokenize_adds_aligned_tokens(reference, tmp_path):
 
     import torch
 
+    from openmrt.cli import main
     from openmrt.codec import SpectroStream
+    from openmrt.codec.checkpoint import save_codec
     from openmrt.config import CodecConfig
     from openmrt.data.dataset import CropDataset
     from openmrt.data.tokenize import load_codec, tokenize_folder
@@ -138,12 +140,12 @@ def test_tokenize_adds_aligned_tokens(reference, tmp_path):
     from openmrt.data.shards import write_index
     write_index(out, read_index(src)["build"])
     torch.manual_seed(0)
-    stats = tokenize_folder(out, SpectroStream(CodecConfig(width=0.25)).eval(), 12, "random-narrow")
-    assert stats == {"tokenized": 1, "already": 0}
+    ckpt = save_codec(SpectroStream(CodecConfig(width=0.25)), tmp_path / "random_narrow.safetensors")
+    assert main(["data", "tokenize", str(out), "--codec", str(ckpt)]) == 0
     assert tokenize_folder(out, None, 12, "random-narrow") == {"tokenized": 0, "already": 1}  # resumable
     shard = load_shard(out / "shard_00000.npz")
     assert shard.tokens.shape == (shard.notes.shape[0], 12) and shard.tokens.min() >= 0 and shard.tokens.max() < 1024
     item = next(iter(CropDataset(out, crop_frames=25, audio=False)))
     assert item["tokens"].shape == (25, 12) and "audio" not in item
     with pytest.raises(DataError, match="later issue"):
-        load_codec(tmp_path / "missing.safetensors")
+        load_codec()

@@ -31,8 +31,9 @@ def register(sub) -> None:
 
     p = cmds.add_parser("tokenize", help="add 12-level codec tokens to a shard folder")
     p.add_argument("folder")
-    p.add_argument("--codec", required=True,
-                   help="official SpectroStream encoder file (resources/spectrostream/encoder.safetensors)")
+    p.add_argument("--codec", help="an openmrt codec checkpoint (safetensors with its config)")
+    p.add_argument("--encoder", help="official resources/spectrostream/encoder.safetensors (with --lm-checkpoint)")
+    p.add_argument("--lm-checkpoint", help="official checkpoints/mrt2_*.safetensors (its RVQ codebook)")
     p.add_argument("--levels", type=int, default=12)
     p.set_defaults(func=_tokenize)
 
@@ -76,8 +77,8 @@ def _tokenize(args: argparse.Namespace) -> int:
 
     from openmrt.data.tokenize import load_codec, tokenize_folder
 
-    model = load_codec(args.codec)
-    stats = tokenize_folder(args.folder, model, args.levels, Path(args.codec).name)
+    model = load_codec(args.codec, args.encoder, args.lm_checkpoint)
+    stats = tokenize_folder(args.folder, model, args.levels, Path(args.codec or args.encoder).name)
     print(f"tokenized {stats['tokenized']} shard(s); {stats['already']} had tokens already")
     return 0
 

@@ -1,9 +1,9 @@
 """Add codec tokens to a shard folder: every example's audio -> 12 SpectroStream levels per 25 Hz
 frame, stored as ``tokens`` int16 [T, 12] next to the labels (frame f of both is the same 40 ms).
 
-Which codec: the official SpectroStream encoder (``resources/spectrostream/encoder.safetensors``
-of the MRT2 release, keys ``params/encoder/...``) loads today. Checkpoints of our own trained codec
-are issue 6's work; until they exist such a file is refused with a message saying so.
+Which codec: an openmrt codec checkpoint (``openmrt.codec.checkpoint``; the trained demo codec
+is issue 6's work), or the official SpectroStream encoder with the official LM checkpoint (for the
+RVQ codebook).
 Shards gain their tokens one at a time, atomically (rewrite, then rename), so a run can be resumed.
 """
 
@@ -16,30 +16,26 @@ from pathlib import Path
 import numpy as np
 
 from openmrt.data.shards import read_index, write_index
-from openmrt.errors import CheckpointError, DataError
+from openmrt.errors import DataError
 
 __all__ = ["load_codec", "tokenize_folder"]
 
 
-def load_codec(path: str | Path):
-    """A SpectroStream model with encoder weights from ``path`` (official encoder file)."""
+def load_codec(codec: str | Path | None = None, encoder: str | Path | None = None,
+               lm_checkpoint: str | Path | None = None):
+    """The codec to tokenise with: an openmrt codec checkpoint (``codec``), or the official encoder
+    plus the official LM checkpoint, whose ``params/soundstream`` holds the RVQ codebook."""
     from openmrt.codec import SpectroStream, load_official
-    from openmrt.codec.convert import ENCODER_PREFIX, read_official_file
+    from openmrt.codec.checkpoint import load_codec as load_own
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"codec file {path} not found. Tokenising needs the official SpectroStream encoder "
-                        "(resources/spectrostream/encoder.safetensors of the MRT2 release); checkpoints of our own "
-                        "trained codec are a later issue's work (issue 6) and do not exist yet")
-    try:
-        has_encoder = bool(read_official_file(path, (ENCODER_PREFIX,)))
-    except CheckpointError as e:
-        raise DataError(str(e)) from e
-    if not has_encoder:
-        raise DataError(f"{path} holds no official encoder weights ({ENCODER_PREFIX}...). Our own codec "
-                        "checkpoints are a later issue's work (issue 6); tokenise with the official encoder for now")
+    if codec is not None:
+        return load_own(codec)
+    if encoder is None or lm_checkpoint is None:
+        raise DataError("tokenising needs --codec (an openmrt codec checkpoint; our demo codec is trained by a "
+                        "later issue, issue 6, and not shipped yet) or both --encoder and --lm-checkpoint "
+                        "(the official MRT2 encoder.safetensors and mrt2_*.safetensors)")
     model = SpectroStream()
-    load_official(model, encoder_file=path)
+    load_official(model, lm_checkpoint, encoder)
     return model.eval()
 
 
