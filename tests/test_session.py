@@ -207,3 +207,14 @@ def test_malformed_controls_while_playing(bundle):
     assert live.snapshot().top_k == 17
     assert session.stats().frames > frames_mid  # still generating after the flood
     assert session.control_errors == 0
+
+
+def test_latency_breakdown_adds_up(bundle):
+    from openmrt.engine.latency import STAGES, measure
+
+    result = measure(bundle, trials=5, buffer_samples=2048)
+    assert result["trials"] >= 4
+    med = {s: result["stages"][s][50] for s in STAGES}
+    parts = med["frame_boundary_ms"] + med["lm_ms"] + med["codec_ms"] + med["lookahead_ms"] + med["buffer_ms"]
+    assert med["total_ms"] > med["lookahead_ms"] > 0  # the codec's one-frame lookahead is always paid
+    assert abs(parts - med["total_ms"]) < 0.5 * med["total_ms"]  # medians of parts ~ median of the whole

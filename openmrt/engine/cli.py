@@ -172,6 +172,27 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    import json
+
+    from openmrt.engine.bundle import load_bundle
+    from openmrt.engine.latency import STAGES, measure
+
+    bundle = load_bundle(args.model, seed=0)
+    result = measure(bundle, trials=args.trials, buffer_samples=args.buffer)
+    result["model"] = bundle.name
+    for stage in STAGES:
+        q = result["stages"].get(stage, {})
+        print(f"{stage:18s} p50 {q.get(50, float('nan')):7.1f}  p95 {q.get(95, float('nan')):7.1f}  "
+              f"p99 {q.get(99, float('nan')):7.1f} ms")
+    print(f"trials {result['trials']}, dropped samples {result['dropped_samples']}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="generate audio offline to a file")
     _add_common(g)
@@ -194,3 +215,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser("devices", help="list audio outputs and MIDI inputs")
     d.set_defaults(func=cmd_devices)
+
+    b = sub.add_parser("bench", help="measurements").add_subparsers(dest="bench", required=True)
+    lat = b.add_parser("latency", help="MIDI note-on to sound, p50/p95/p99 with the breakdown")
+    lat.add_argument("--model", default=DEFAULT_MODEL)
+    lat.add_argument("--trials", type=int, default=40)
+    lat.add_argument("--buffer", type=int, default=2048, choices=[2048, 4096, 8192])
+    lat.add_argument("--out", help="JSON file for the results")
+    lat.set_defaults(func=cmd_bench_latency)

@@ -7,6 +7,8 @@ and offline generation calls it in a loop.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -34,6 +36,7 @@ class FrameStream:
         self.codec_state = codec.init_decode_state(1, self.device)
         self.levels = bundle.lm.cfg.num_levels
         self.frames_out = 0  # audio frames returned since the last reset (the first is codec latency)
+        self.lm_ms = self.codec_ms = 0.0  # timings of the last step
 
     def reset(self, seed: int | None = None) -> None:
         self.lm.reset(seed)
@@ -49,10 +52,14 @@ class FrameStream:
         """
         cond = tk.encode_conditioning(cond_raw)[None]
         f = None if forced is None else torch.as_tensor(forced)[None]
+        t0 = time.perf_counter()
         toks = self.lm.step(cond, forced=f)
-        audio = self.bundle.codec.decode_step(tk.from_unique(toks).to(self.device), self.codec_state)
+        t1 = time.perf_counter()
+        audio = official_output(self.bundle.codec.decode_step(tk.from_unique(toks).to(self.device), self.codec_state))
+        audio, toks = audio[0].cpu().numpy(), toks[0].cpu().numpy()
+        self.lm_ms, self.codec_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
         self.frames_out += 1
-        return official_output(audio[0]).cpu().numpy(), toks[0].cpu().numpy()
+        return audio, toks
 
     @torch.inference_mode()
     def prefill(self, cond_raw: np.ndarray, tokens: np.ndarray) -> None:

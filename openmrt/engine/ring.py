@@ -19,6 +19,16 @@ class RingBuffer:
         self.underrun_samples = 0  # zero-filled samples (consumer only)
         self.underrun_events = 0
 
+    @property
+    def written(self) -> int:
+        """Samples written so far (the stream position of the next write)."""
+        return self._write
+
+    @property
+    def consumed(self) -> int:
+        """Samples handed to the consumer so far, real ones only (zero fill excluded)."""
+        return self._read
+
     def fill(self) -> int:
         return self._write - self._read
 

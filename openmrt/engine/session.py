@@ -55,9 +55,14 @@ class FrameInput:
 class FrameMetrics:
     frame: int
     compute_ms: float  # LM + codec for this frame
+    lm_ms: float
+    codec_ms: float
     wait_ms: float  # time spent waiting for room in the buffer (back-pressure)
     buffer_fill: int  # samples queued after writing this frame
-    dropped_samples: int  # cumulative zero-filled samples since the last reset of the counters
+    dropped_samples: int  # cumulative zero-filled samples so far
+    t_snapshot: float  # perf_counter() when the controls were read
+    t_written: float  # perf_counter() when the audio entered the buffer
+    start_sample: int  # position of the frame's first sample in the output stream
 
 
 @dataclass
@@ -128,26 +133,28 @@ class Session:
             audio *= gains[:, None]
         return audio
 
-    def _generate(self) -> tuple[np.ndarray, float]:
+    def _generate(self) -> tuple[np.ndarray, float, float]:
+        t_snapshot = time.perf_counter()
         inp = self._input()
-        t0 = time.perf_counter()
         with self._lock:
             self.stream.lm.temperature, self.stream.lm.top_k = inp.temperature, inp.top_k
             audio, _ = self.stream.step(inp.cond)
             self._frames += 1
-        ms = (time.perf_counter() - t0) * 1e3
-        return self._envelopes(audio, inp), ms
+        return self._envelopes(audio, inp), t_snapshot, (time.perf_counter() - t_snapshot) * 1e3
 
-    def _write(self, audio: np.ndarray, compute_ms: float, wait_for_room: bool) -> None:
+    def _write(self, audio: np.ndarray, t_snapshot: float, compute_ms: float, wait_for_room: bool) -> None:
         t0 = time.perf_counter()
         if wait_for_room:
             while self._running.is_set() and self.buffer_samples - self.ring.fill() < FRAME:
                 time.sleep(0.0002)
         if self.ring.free() < FRAME:  # stopped while waiting, or priming past a full buffer
             return
+        start = self.ring.written
         self.ring.write(audio)
-        self.metrics.append(FrameMetrics(self._frames, compute_ms, (time.perf_counter() - t0) * 1e3,
-                                         self.ring.fill(), self.ring.underrun_samples))
+        t1 = time.perf_counter()
+        self.metrics.append(FrameMetrics(self._frames, compute_ms, self.stream.lm_ms, self.stream.codec_ms,
+                                         (t1 - t0) * 1e3, self.ring.fill(), self.ring.underrun_samples,
+                                         t_snapshot, t1, start))
 
     def _prime(self) -> None:
         for _ in range(PRIME_FRAMES):
