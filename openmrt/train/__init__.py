@@ -1,0 +1,1 @@
+"""Training loops (codec, style, mapper, LM), augmentations, distributed set-up."""
