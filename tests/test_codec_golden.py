@@ -126,7 +126,7 @@ def test_rvq_error_per_level_matches_golden(codec, gold):
 @torch.no_grad()
 def test_rvq_error_falls_monotonically_with_levels(codec, gold):
     # Greedy RVQ cannot increase the error when every level can also choose "no change"; the seeded
-    # random table cannot always (with |c| ≈ 4.8 its error stalls near 12 and wobbles by ~0.02 late).
+    # random table cannot always (|c| ≈ 4.8: the error rises at the quiet first frames and, late, near 12).
     from openmrt.codec.quantizer import ResidualVQ
 
     rvq = ResidualVQ(64, 1024, 256)
