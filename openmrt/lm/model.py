@@ -80,6 +80,25 @@ class Depthformer(nn.Module):
             x = layer(x, mask)
         return self.soft_cap(self.to_logits(self.final_norm(x)))
 
+    def level_logits_all(self, h: torch.Tensor) -> torch.Tensor:
+        """Final-normed depth hidden [..., 12, D_d] -> soft-capped logits of each level's own 1024 ids
+        [..., 12, 1024] (what training's cross-entropy and the sampler look at)."""
+        n, v = self.cfg.num_levels, self.cfg.codebook_size
+        w = self.to_logits.weight[tk.NUM_RESERVED :].view(n, v, -1)
+        b = self.to_logits.bias[tk.NUM_RESERVED :].view(n, v)
+        return self.soft_cap(torch.einsum("...qd,qvd->...qv", h, w) + b)
+
+    def training_logits(self, cond: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced, level slices only: cond [B, T, 144] (+7), tokens [B, T, 12] -> [B, T, 12, 1024]."""
+        b, t, n = tokens.shape
+        _, h = self.temporal_forward(cond, tokens)
+        z = torch.cat([h.reshape(b * t, 1, -1), self.embed(tokens.reshape(b * t, n)[:, :-1])], dim=1)
+        x = self.depth_adapter(z)
+        mask = band_mask(n, n, None, x.device)
+        for layer in self.depth:
+            x = layer(x, mask)
+        return self.level_logits_all(self.final_norm(x)).view(b, t, n, -1)
+
     def forward(self, cond: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher-forced: cond [B, T, 144] (+7), tokens [B, T, 12] -> capped logits [B, T, 12, V]."""
         b, t, n = tokens.shape

@@ -1,0 +1,71 @@
+"""Our own LM weight files: safetensors with the config as JSON in the metadata, so a file
+alone is enough to rebuild the model."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from openmrt.config import LMConfig
+from openmrt.errors import CheckpointError
+from openmrt.lm.model import Depthformer
+
+KIND = "openmrt-lm"
+
+
+def save_lm(model: Depthformer, path: str | Path, extra: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(sd, str(tmp), metadata={"kind": KIND, "config": model.cfg.to_json(), **(extra or {})})
+    os.replace(tmp, path)
+
+
+def load_lm(path: str | Path, device: str | torch.device = "cpu") -> Depthformer:
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"cannot read LM weights {path}: {e}") from e
+    if meta.get("kind") != KIND:
+        raise CheckpointError(f"{path} is not an openmrt LM file (official checkpoints load with lm.convert)")
+    model = Depthformer(LMConfig.from_json(meta["config"]))
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit their config: {e}") from e
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def init_weights(model: Depthformer, seed: int = 0) -> Depthformer:
+    """The official initialisation (shared/spec/mrt2_lm.md §13): fan-in truncated-normal kernels,
+    fan-in normal embeddings and sinks, zero MusicCoCa dequantizer, per-dim scales and biases,
+    unit norm scales."""
+    g = torch.Generator().manual_seed(seed)
+
+    def trunc(t: torch.Tensor, fan_in: int) -> None:
+        std = 1.0 / math.sqrt(fan_in) / 0.87962566103423978  # variance of N(0,1) truncated at ±2
+        t.copy_(torch.nn.init.trunc_normal_(torch.empty(t.shape), std=std, a=-2 * std, b=2 * std, generator=g))
+
+    for name, p in model.named_parameters():
+        if name.endswith("bias") or name.endswith("per_dim_scale") or "style_table" in name:
+            p.zero_()
+        elif "norm" in name:
+            p.fill_(1.0)
+        elif name.endswith(("embedding.weight", "regular_table.weight")):
+            p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
+        elif "sink" in name:
+            p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
+        else:  # Linear weight [out, in]
+            trunc(p, p.shape[1])
+    return model

@@ -1,0 +1,21 @@
+"""``openmrt train ...``: one subcommand per trainable model."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _lm(args: argparse.Namespace) -> int:
+    from openmrt.train.lm import train
+
+    train(args)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from openmrt.train import lm
+
+    t = sub.add_parser("train", help="train or fine-tune models").add_subparsers(dest="what", required=True)
+    p = t.add_parser("lm", help="train / fine-tune the language model on token shards")
+    lm.add_arguments(p)
+    p.set_defaults(func=_lm)

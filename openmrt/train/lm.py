@@ -1,0 +1,206 @@
+"""Teacher-forced training of the Depthformer on token shards with aligned labels.
+
+    openmrt train lm --data SHARDS --out RUN [--model demo] [--steps N] [--batch B] [--crop F]
+    torchrun --nproc_per_node 2 -m openmrt.cli train lm ...      (DDP; gloo on CPU, nccl on GPU)
+
+Batches are a pure function of (seed, step, rank): resuming needs no data-loader state and
+continues the exact same stream, and every rank draws its own crops. Checkpoints (model,
+optimizer, step, RNG) are written atomically every ``--ckpt-every`` steps to RUN/last.pt;
+rerunning the same command resumes from it. Loss: cross-entropy per RVQ level over that
+level's 1024 ids (the sampler's support), reported per level in RUN/log.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from openmrt import tokens as tk
+from openmrt.config import lm_config
+from openmrt.data.shards import load_shard, read_index
+from openmrt.errors import DataError
+from openmrt.lm.checkpoint import init_weights, load_lm, save_lm
+from openmrt.lm.model import Depthformer
+from openmrt.train.common import (
+    CSVLog,
+    cleanup_distributed,
+    cosine_lr,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    setup_distributed,
+)
+from openmrt.train.conditioning import Augment, augment
+
+
+class TokenData:
+    """Every tokenised example of a shard folder in memory (tokens are small: 600 bytes a second)."""
+
+    def __init__(self, root: str | Path, holdout: int = 0):
+        root = Path(root)
+        self.examples: list[dict] = []
+        for s in read_index(root)["shards"]:
+            shard = load_shard(root / s["file"])
+            for i in range(len(shard.offsets) - 1):
+                ex = shard.example(i)
+                if "tokens" not in ex:
+                    raise DataError(f"{root / s['file']} has no tokens: run `openmrt data tokenize {root}` first")
+                self.examples.append({k: ex[k] for k in ("tokens", "notes", "drums")})
+        if len(self.examples) <= holdout:
+            raise DataError(f"{root}: {len(self.examples)} examples, need more than the {holdout} held out")
+        self.heldout = self.examples[:holdout]
+        self.train = self.examples[holdout:]
+
+    @staticmethod
+    def batch(pool: list[dict], rng: np.random.Generator, size: int, crop: int, aug: Augment | None) -> dict:
+        lengths = np.array([len(e["tokens"]) for e in pool], dtype=np.float64)
+        conds, toks, valid = [], [], []
+        for i in rng.choice(len(pool), size=size, p=lengths / lengths.sum()):
+            ex = pool[i]
+            n = len(ex["tokens"])
+            s = int(rng.integers(0, max(1, n - crop + 1)))
+            m = min(crop, n - s)
+            codes = np.zeros((crop, 12), np.int64)
+            codes[:m] = ex["tokens"][s : s + m]
+            notes = np.zeros((crop, 128), np.int64)
+            notes[:m] = ex["notes"][s : s + m]
+            drums = np.full(crop, tk.MASKED, np.int64)
+            drums[:m] = ex["drums"][s : s + m]
+            style = np.full((crop, 12), tk.MASKED, np.int64)  # until shards carry style tokens (style model)
+            cond = augment(style, notes, drums, rng, aug) if aug else np.stack(
+                [tk.make_conditioning(style[t], notes[t], int(drums[t])) for t in range(crop)])
+            conds.append(cond)
+            toks.append(codes)
+            valid.append(np.arange(crop) < m)
+        return {"cond": tk.encode_conditioning(np.stack(conds)),
+                "tokens": tk.to_unique(torch.as_tensor(np.stack(toks))), "valid": torch.as_tensor(np.stack(valid))}
+
+
+def level_losses(model: torch.nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+    """Mean cross-entropy per level [12] over valid frames; ``model(cond, tokens)`` gives level logits."""
+    cond, tokens, valid = batch["cond"].to(device), batch["tokens"].to(device), batch["valid"].to(device)
+    logits = model(cond, tokens)
+    target = tk.from_unique(tokens)
+    ce = F.cross_entropy(logits.flatten(0, 2).float(), target.flatten(), reduction="none").view(target.shape)
+    w = valid[..., None].float()
+    return (ce * w).sum((0, 1)) / w.sum((0, 1)).clamp(min=1)
+
+
+class _Train(torch.nn.Module):
+    """DDP wraps ``forward``: route it to the level-slice training logits."""
+
+    def __init__(self, lm: Depthformer):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, cond, tokens):
+        return self.lm.training_logits(cond, tokens)
+
+
+def train(args: argparse.Namespace) -> dict:
+    d = setup_distributed(args.device)
+    out = Path(args.out)
+    torch.manual_seed(args.seed)
+    if args.init:
+        model = load_lm(args.init)
+    else:
+        cfg = lm_config(args.model)
+        if args.window:
+            cfg = dataclasses.replace(cfg, self_window=args.window, cross_window=args.window)
+        model = init_weights(Depthformer(cfg), args.seed)
+    model.to(d.device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+    step = 0
+    ckpt = out / "last.pt"
+    if ckpt.exists():
+        state = load_checkpoint(ckpt)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        set_rng_state(state["rng"])
+        if d.main:
+            print(f"resuming {ckpt} at step {step}")
+    wrapped = _Train(model)
+    if d.world > 1:
+        ids = [d.local_rank] if d.device.type == "cuda" else None
+        wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
+    data = TokenData(args.data, holdout=args.holdout)
+    aug = Augment() if not args.no_augment else None
+    log = CSVLog(out / "log.csv", enabled=d.main)
+    on_gpu = d.device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else torch.autocast("cpu", enabled=False)
+    last = {}
+    t0 = time.perf_counter()
+    stop = min(args.steps, args.stop_after or args.steps)
+    while step < stop:
+        lr = cosine_lr(step, args.lr, args.warmup, args.steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        per_level = torch.zeros(12)
+        for micro in range(args.accum):
+            rng = np.random.default_rng([args.seed, step, d.rank, micro])
+            batch = TokenData.batch(data.train, rng, args.batch, args.crop, aug)
+            with autocast:
+                losses = level_losses(wrapped, batch, d.device)
+            (losses.mean() / args.accum).backward()
+            per_level += losses.detach().cpu() / args.accum
+        torch.nn.utils.clip_grad_norm_(params, args.clip)
+        opt.step()
+        step += 1
+        if d.main and (step % args.log_every == 0 or step == args.steps):
+            last = {"step": step, "lr": lr, "loss": float(per_level.mean()),
+                    **{f"loss_l{q}": float(per_level[q]) for q in range(12)},
+                    "sec": round(time.perf_counter() - t0, 2)}
+            if data.heldout and (step % args.eval_every == 0 or step == args.steps):
+                last["eval_loss"] = evaluate(model, data.heldout, args, d.device)
+            log.write(last)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in last.items()
+                              if not k.startswith("loss_l")}))
+        if d.main and (step % args.ckpt_every == 0 or step == stop):
+            save_checkpoint(ckpt, model=model, optimizer=opt, step=step)
+            save_lm(model, out / "lm.safetensors", extra={"step": str(step)})
+    cleanup_distributed()
+    return last
+
+
+@torch.no_grad()
+def evaluate(model: Depthformer, pool: list[dict], args, device) -> float:
+    model.eval()
+    rng = np.random.default_rng([args.seed, 10**9])  # the same held-out crops every time
+    loss = float(level_losses(_Train(model), TokenData.batch(pool, rng, args.batch, args.crop, None), device).mean())
+    model.train()
+    return loss
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="tokenised shard folder (openmrt data tokenize)")
+    p.add_argument("--out", required=True, help="run folder: last.pt, lm.safetensors, log.csv")
+    p.add_argument("--model", default="demo", help="LM preset for a new model")
+    p.add_argument("--init", help="start from these LM weights (openmrt LM file)")
+    p.add_argument("--window", type=int, help="override the attention windows (frames)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
+    p.add_argument("--crop", type=int, default=125, help="frames per example (25 = 1 s)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--holdout", type=int, default=2, help="examples kept out for evaluation")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--stop-after", type=int, help="stop at this step (the schedule still spans --steps); "
+                   "rerun without it to continue, e.g. across time-boxed sessions")

@@ -1,0 +1,86 @@
+"""LM training: a tiny model overfits a tiny shard; kill-and-resume continues the same curve;
+two-process torchrun (gloo) trains."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from lm_data import make_token_shards
+
+from openmrt.cli import main
+
+
+def rows(path) -> dict[int, dict]:
+    with open(path, newline="") as f:
+        return {int(r["step"]): r for r in csv.DictReader(f)}  # a re-logged step keeps its last row
+
+
+def common(data, out, steps, *extra):
+    return ["train", "lm", "--data", str(data), "--out", str(out), "--model", "tiny", "--steps", str(steps),
+            "--batch", "4", "--crop", "24", "--lr", "3e-3", "--warmup", "5", "--log-every", "1", "--eval-every", "10",
+            "--holdout", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_token_shards(tmp_path_factory.mktemp("shards"))
+
+
+def test_tiny_model_overfits(data, tmp_path):
+    torch.set_num_threads(2)
+    assert main(common(data, tmp_path / "run", 80, "--no-augment", "--ckpt-every", "80")) == 0
+    log = rows(tmp_path / "run" / "log.csv")
+    first, last = float(log[1]["loss"]), float(log[80]["loss"])
+    print(f"loss {first:.3f} -> {last:.3f}")
+    assert first > 6.0  # ln(1024) = 6.93 at the start
+    assert last < 2.5  # learned the codes from the notes
+    assert (tmp_path / "run" / "lm.safetensors").exists()
+
+
+def test_resume_reproduces_the_uninterrupted_curve(data, tmp_path):
+    assert main(common(data, tmp_path / "a", 16, "--ckpt-every", "4")) == 0
+    assert main(common(data, tmp_path / "b", 16, "--ckpt-every", "4", "--stop-after", "8")) == 0
+    assert main(common(data, tmp_path / "b", 16, "--ckpt-every", "4")) == 0  # resumes at step 8
+    a, b = rows(tmp_path / "a" / "log.csv"), rows(tmp_path / "b" / "log.csv")
+    assert sorted(a) == sorted(b) == list(range(1, 17))
+    for s in range(1, 17):
+        assert float(a[s]["loss"]) == pytest.approx(float(b[s]["loss"]), abs=1e-5), s
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(data, tmp_path):
+    out = tmp_path / "k"
+    cmd = [sys.executable, "-m", "openmrt.cli", *common(data, out, 30, "--ckpt-every", "3")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "last.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(out / "last.pt", weights_only=False)["step"]
+    assert 3 <= saved < 30
+    assert main(common(data, out, 30, "--ckpt-every", "3")) == 0
+    ref = tmp_path / "ref"
+    assert main(common(data, ref, 30, "--ckpt-every", "3")) == 0
+    a, b = rows(ref / "log.csv"), rows(out / "log.csv")
+    for s in range(saved + 1, 31):
+        assert float(a[s]["loss"]) == pytest.approx(float(b[s]["loss"]), abs=1e-5), s
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(data, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "openmrt.cli", *common(data, tmp_path / "ddp", 4, "--ckpt-every", "4")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(rows(tmp_path / "ddp" / "log.csv")) == [1, 2, 3, 4]
+    assert (tmp_path / "ddp" / "lm.safetensors").exists()
