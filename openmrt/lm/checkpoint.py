@@ -46,6 +46,27 @@ def load_lm(path: str | Path, device: str | torch.device = "cpu") -> Depthformer
     return model.to(device).eval()
 
 
+def load_any_lm(path: str | Path, preset: str | None = None, device: str | torch.device = "cpu") -> Depthformer:
+    """Our LM file, or an official checkpoint (``params/depthformer/...``; ``preset`` names its size)."""
+    from safetensors import safe_open
+
+    from openmrt.config import lm_config
+    from openmrt.lm.convert import load_official, read_checkpoint
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            ours = (f.metadata() or {}).get("kind") == KIND
+    except Exception as e:
+        raise CheckpointError(f"cannot read LM weights {path}: {e}") from e
+    if ours:
+        return load_lm(path, device)
+    if preset is None:
+        raise CheckpointError(f"{path} is an official checkpoint: say its size (mrt2_small or mrt2_base)")
+    model = Depthformer(lm_config(preset))
+    load_official(model, read_checkpoint(path))
+    return model.to(device).eval()
+
+
 @torch.no_grad()
 def init_weights(model: Depthformer, seed: int = 0) -> Depthformer:
     """The official initialisation (shared/spec/mrt2_lm.md §13): fan-in truncated-normal kernels,

@@ -26,7 +26,8 @@ from openmrt import tokens as tk
 from openmrt.config import lm_config
 from openmrt.data.shards import load_shard, read_index
 from openmrt.errors import DataError
-from openmrt.lm.checkpoint import init_weights, load_lm, save_lm
+from openmrt.lm.checkpoint import init_weights, load_any_lm, save_lm
+from openmrt.lm.lora import apply_lora, lora_state_dict, merge_lora
 from openmrt.lm.model import Depthformer
 from openmrt.train.common import (
     CSVLog,
@@ -109,12 +110,14 @@ def train(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     torch.manual_seed(args.seed)
     if args.init:
-        model = load_lm(args.init)
+        model = load_any_lm(args.init, preset=args.model if args.model.startswith("mrt2") else None)
     else:
         cfg = lm_config(args.model)
         if args.window:
             cfg = dataclasses.replace(cfg, self_window=args.window, cross_window=args.window)
         model = init_weights(Depthformer(cfg), args.seed)
+    if args.lora:
+        apply_lora(model, rank=args.lora, alpha=2.0 * args.lora)
     model.to(d.device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
@@ -167,9 +170,22 @@ def train(args: argparse.Namespace) -> dict:
                               if not k.startswith("loss_l")}))
         if d.main and (step % args.ckpt_every == 0 or step == stop):
             save_checkpoint(ckpt, model=model, optimizer=opt, step=step)
-            save_lm(model, out / "lm.safetensors", extra={"step": str(step)})
+            export(model, out, step, lora=bool(args.lora))
     cleanup_distributed()
     return last
+
+
+def export(model: Depthformer, out: Path, step: int, lora: bool) -> None:
+    """RUN/lm.safetensors (adapters merged into a copy when training LoRA; RUN/lora.safetensors alone too)."""
+    if lora:
+        import copy
+
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in lora_state_dict(model).items()},
+                  str(out / "lora.safetensors"), metadata={"step": str(step)})
+        model = merge_lora(copy.deepcopy(model))
+    save_lm(model, out / "lm.safetensors", extra={"step": str(step)})
 
 
 @torch.no_grad()
@@ -185,7 +201,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="tokenised shard folder (openmrt data tokenize)")
     p.add_argument("--out", required=True, help="run folder: last.pt, lm.safetensors, log.csv")
     p.add_argument("--model", default="demo", help="LM preset for a new model")
-    p.add_argument("--init", help="start from these LM weights (openmrt LM file)")
+    p.add_argument("--init", help="start from these weights: an openmrt LM file, or an official checkpoint "
+                   "(then --model mrt2_small / mrt2_base names its size)")
+    p.add_argument("--lora", type=int, default=0, metavar="RANK", help="fine-tune LoRA adapters of this rank only")
     p.add_argument("--window", type=int, help="override the attention windows (frames)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=8)
