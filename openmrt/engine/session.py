@@ -28,6 +28,7 @@ from openmrt.engine.bundle import Bundle
 from openmrt.engine.frames import FRAME, FrameStream
 from openmrt.engine.ring import RingBuffer
 from openmrt.errors import CheckpointError, ControlError
+from openmrt.streaming import load_tensors, save_tensors
 
 log = logging.getLogger("openmrt.session")
 
@@ -211,25 +212,12 @@ class Session:
     # ------------------------------------------------------------------ state and prefill
     def save_state(self, path: str | Path) -> None:
         """Write the stream state (LM caches, tokens, RNG, codec buffers) to a safetensors file."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
         with self._lock:
             sd = self.stream.state_dict()
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        save_file(sd, str(tmp), metadata={"bundle": self.bundle.name, "lm": self.bundle.lm.cfg.to_json()})
-        tmp.replace(path)
+        save_tensors(path, sd, {"bundle": self.bundle.name, "lm": self.bundle.lm.cfg.to_json()})
 
     def load_state(self, path: str | Path) -> None:
-        from safetensors import safe_open
-
-        path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                sd = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:
-            raise CheckpointError(f"cannot read session state {path}: {e}") from e
+        sd, meta = load_tensors(path, "session state")
         if meta.get("lm") != self.bundle.lm.cfg.to_json():
             raise CheckpointError(f"session state {path} was saved with another model ({meta.get('bundle')})")
         with self._lock:

@@ -21,7 +21,7 @@ from openmrt.errors import CheckpointError
 from openmrt.lm.attention import KVCache
 from openmrt.lm.model import Depthformer, TemporalState
 from openmrt.lm.sampling import cfg_mix, gumbel_noise, sample
-from openmrt.streaming import StreamState
+from openmrt.streaming import StreamState, load_tensors, save_tensors
 
 GUIDANCE_KEYS = ("musiccoca", "notes")  # sorted key order = official row order
 
@@ -170,24 +170,11 @@ class LMGenerator:
 
     def save(self, path: str | Path) -> None:
         """Write the stream state to a safetensors file (write-then-rename: never half a file)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
         meta = {"model": self.model.cfg.to_json(), "arity": str(self.arity), "batch_size": str(self.batch_size)}
-        save_file(self.state_dict(), str(tmp), metadata=meta)
-        tmp.replace(path)
+        save_tensors(path, self.state_dict(), meta)
 
     def load(self, path: str | Path) -> None:
-        from safetensors import safe_open
-
-        path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                sd = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises several types for a bad file
-            raise CheckpointError(f"cannot read stream state {path}: {e}") from e
+        sd, meta = load_tensors(path, "stream state")
         if meta.get("model") != self.model.cfg.to_json() or meta.get("arity") != str(self.arity):
             raise CheckpointError(f"stream state {path} was saved for another model or guidance setup")
         try:
