@@ -1,0 +1,336 @@
+"""Model files: which bundles exist, where their files live on disk, and whether they are sound.
+
+Official bundles (``mrt2_small``, ``mrt2_base``) use the release's own layout
+(shared/spec/musiccoca_assets_api.md §2): paths relative to a root mirror the Hugging Face repo
+``google/magenta-realtime-2`` and the GCS bucket, so files a user already downloaded for the
+official app are reused as they are. Roots are searched per file, in this order:
+
+1. ``$OPENMRT_HOME`` (when set);
+2. ``$MAGENTA_HOME/magenta-rt-v2`` (``MAGENTA_HOME`` defaults to ``~/Documents/Magenta``).
+
+The ``demo`` bundle ships inside the package (``openmrt/assets/demo/``). Downloading
+(:mod:`openmrt.hub_download`) only happens when the user asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from openmrt.errors import CheckpointError
+
+REPO_ID = "google/magenta-realtime-2"
+HF_URL = "https://huggingface.co/" + REPO_ID + "/resolve/main/"
+GCS_URL = "https://storage.googleapis.com/magenta-rt-public/magenta-rt-2/"
+DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
+RECORD = "openmrt_verified.json"  # sha256 of files that passed verification, next to them
+
+OFFICIAL_LICENCE = "CC-BY-4.0"
+OFFICIAL_ATTRIBUTION = (
+    "Magenta RealTime 2 model weights by Google (Magenta team), licensed CC-BY-4.0 "
+    "(https://creativecommons.org/licenses/by/4.0/), from huggingface.co/google/magenta-realtime-2; "
+    "further usage terms in its model card."
+)
+DEMO_LICENCE = "Apache-2.0"
+DEMO_ATTRIBUTION = "openmrt demo bundle, trained by the openmrt authors on synthetic (SoundFont-rendered) data."
+
+
+class HubError(CheckpointError):
+    """A bundle's files are missing, incomplete, corrupt or cannot be downloaded (the message says what to do)."""
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a bundle. ``path`` is relative to a root and equal to its repo path."""
+
+    path: str
+    role: str
+    approx_bytes: int | None = None  # the spec gives no exact sizes; used for display and a sanity floor
+    required: bool = True  # optional files add features (audio in, text prompts) but not playback
+    kind: str = "other"  # "checkpoint" (LM + codec decoder), "encoder" (codec encoder), "other"
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """A named bundle: its files, the presets they fit, and the licence to show."""
+
+    name: str
+    description: str
+    files: tuple[HubFile, ...]
+    lm_preset: str
+    codec_preset: str
+    licence: str = OFFICIAL_LICENCE
+    attribution: str = OFFICIAL_ATTRIBUTION
+    shipped: bool = False  # lives in the package (demo), nothing to download
+
+    @property
+    def approx_bytes(self) -> int:
+        return sum(f.approx_bytes or 0 for f in self.files)
+
+
+_MUSICCOCA = (  # style model (MusicCoCa) files: needed for text/audio prompts, not for playing tokens
+    ("spm.model", "MusicCoCa tokenizer", None),
+    ("text_encoder.tflite", "MusicCoCa text tower", 418_000_000),
+    ("audio_preprocessor.tflite", "MusicCoCa audio features", None),
+    ("music_encoder.tflite", "MusicCoCa audio tower", None),
+    ("pretrained_vector_quantizer.tflite", "MusicCoCa RVQ", None),
+    ("mapper.tflite", "text-to-audio mapper", None),
+)
+
+
+def official_spec(name: str, lm_preset: str, codec_preset: str = "spectrostream",
+                  checkpoint_bytes: int | None = None, description: str = "") -> BundleSpec:
+    """An official-layout bundle: ``checkpoints/<name>.safetensors`` + encoder + MusicCoCa files.
+
+    Also the clean way to describe another official-layout bundle (tests use the ``tiny`` LM preset).
+    """
+    files = (
+        HubFile(f"checkpoints/{name}.safetensors", "LM + codec decoder + RVQ", checkpoint_bytes, True, "checkpoint"),
+        HubFile("resources/spectrostream/encoder.safetensors", "codec encoder (audio in)", 37_000_000, False,
+                "encoder"),
+        *(HubFile(f"resources/musiccoca/{f}", role, size, False) for f, role, size in _MUSICCOCA),
+    )
+    return BundleSpec(name, description, files, lm_preset, codec_preset)
+
+
+def registry(extra: Iterable[BundleSpec] = ()) -> dict[str, BundleSpec]:
+    """Every known bundle by name (a fresh dict: no module-level mutable state)."""
+    specs = [
+        BundleSpec("demo", "our small bundle, plays offline in real time on a CPU",
+                   (HubFile("lm.safetensors", "LM", None, True), HubFile("codec.safetensors", "codec", None, True)),
+                   "demo", "narrow", DEMO_LICENCE, DEMO_ATTRIBUTION, shipped=True),
+        # Sizes: fp32 parameter counts (mrt2_lm.md §1 + 52.46M codec) × 4 bytes (the spec's derived figures).
+        official_spec("mrt2_small", "mrt2_small", checkpoint_bytes=1_128_777_504,
+                      description="official 230M model (a GPU for real time)"),
+        official_spec("mrt2_base", "mrt2_base", checkpoint_bytes=9_836_654_368,
+                      description="official 2.4B model (a large GPU for real time)"),
+        *extra,
+    ]
+    return {s.name: s for s in specs}
+
+
+def roots(env: Mapping[str, str] | None = None) -> list[Path]:
+    """The roots searched for official-layout files, in order."""
+    env = os.environ if env is None else env
+    out = []
+    if env.get("OPENMRT_HOME"):
+        out.append(Path(env["OPENMRT_HOME"]).expanduser())
+    out.append(magenta_root(env))
+    return out
+
+
+def magenta_root(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("MAGENTA_HOME") or "~/Documents/Magenta").expanduser() / "magenta-rt-v2"
+
+
+def _candidates(f: HubFile) -> list[str]:
+    # 2.0.3 quirk (spectrostream.md §10): its MLX loader reads the encoder next to the checkpoint.
+    return [f.path, "checkpoints/encoder.safetensors"] if f.kind == "encoder" else [f.path]
+
+
+def locate(spec: BundleSpec, search: Iterable[Path] | None = None) -> dict[str, Path | None]:
+    """Each file of ``spec`` -> the first existing copy in the search roots, or None."""
+    if spec.shipped:
+        return {f.path: (DEMO_DIR / f.path if (DEMO_DIR / f.path).is_file() else None) for f in spec.files}
+    search = roots() if search is None else list(search)
+    found: dict[str, Path | None] = {}
+    for f in spec.files:
+        hits = (root / rel for root in search for rel in _candidates(f))
+        found[f.path] = next((p for p in hits if p.is_file()), None)
+    return found
+
+
+def is_installed(spec: BundleSpec, search: Iterable[Path] | None = None) -> bool:
+    found = locate(spec, search)
+    return all(found[f.path] is not None for f in spec.files if f.required)
+
+
+def missing_message(spec: BundleSpec, missing: Iterable[HubFile], dest: Path | None = None) -> str:
+    """What to download from where, and where to put it."""
+    dest = dest or roots()[0]
+    lines = [f"{spec.name}: download these files (repo {REPO_ID} on Hugging Face, or the public GCS bucket):"]
+    for f in missing:
+        size = f" (~{human(f.approx_bytes)})" if f.approx_bytes else ""
+        lines.append(f"  {f.path}{size}\n    from {HF_URL}{f.path}\n      or {GCS_URL}{f.path}\n"
+                     f"    to   {dest / f.path}")
+    lines.append(f"or run `openmrt models download {spec.name}` when online (searched: "
+                 f"{', '.join(str(r) for r in roots())}; set OPENMRT_HOME or MAGENTA_HOME to look elsewhere)")
+    return "\n".join(lines)
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return ""
+
+
+# ---- verification ----------------------------------------------------------------------------------------------
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape from a safetensors header (no tensor is read); a truncated file is named as such."""
+    from safetensors import safe_open
+
+    size = path.stat().st_size
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for short or corrupt headers
+        raise HubError(
+            f"{path} is truncated or not a safetensors file ({size:,} bytes on disk: {e}); "
+            "delete it and download it again (`openmrt models download NAME` resumes partial downloads)"
+        ) from e
+
+
+def check_official_shapes(shapes: Mapping[str, tuple[int, ...]], lm_preset: str | None, codec_preset: str,
+                          parts: tuple[str, ...], origin: Path) -> None:
+    """Keys and shapes against the converters' key maps, with models built on the meta device."""
+    from openmrt.codec.convert import convert_official
+    from openmrt.codec.model import SpectroStream
+    from openmrt.config import codec_config, lm_config
+    from openmrt.lm.convert import convert_state_dict
+    from openmrt.lm.model import Depthformer
+
+    flat = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    try:
+        with torch.device("meta"):
+            if lm_preset is not None:
+                lm = Depthformer(lm_config(lm_preset))
+                convert_state_dict(flat, lm.cfg, {k: v.shape for k, v in lm.state_dict().items()})
+            if parts:
+                convert_official(SpectroStream(codec_config(codec_preset)), flat, parts)
+    except CheckpointError as e:
+        raise HubError(f"{origin}: {e}") from e
+
+
+def detect_presets(shapes: Mapping[str, tuple[int, ...]], origin: Path) -> tuple[str, str]:
+    """(LM preset, codec preset) of an official checkpoint, read from its keys and shapes."""
+    from openmrt.config import CODEC_PRESETS, LM_PRESETS
+    from openmrt.lm.convert import PREFIX, key_map
+
+    lm_keys = {k for k in shapes if k.startswith(PREFIX)}
+    by_keys = [n for n, cfg in LM_PRESETS.items() if set(key_map(cfg)) == lm_keys]
+    lm = next((n for n in by_keys if _fits(shapes, n, None, origin)), None)
+    if lm is None:
+        if not by_keys:
+            raise HubError(f"{origin}: its {len(lm_keys)} params/depthformer/ keys match no LM preset "
+                           f"({', '.join(LM_PRESETS)}); is it an MRT2 checkpoint?")
+        check_official_shapes(shapes, by_keys[0], "spectrostream", (), origin)  # raises, naming the key
+    codecs = list(CODEC_PRESETS)
+    codec = next((c for c in codecs if _fits(shapes, None, c, origin)), None)
+    if codec is None:
+        check_official_shapes(shapes, None, codecs[0], ("decoder", "quantizer"), origin)  # raises, naming the key
+    return lm, codec
+
+
+def _fits(shapes: Mapping[str, tuple[int, ...]], lm: str | None, codec: str | None, origin: Path) -> bool:
+    try:
+        check_official_shapes(shapes, lm, codec or "spectrostream", ("decoder", "quantizer") if codec else (), origin)
+        return True
+    except HubError:
+        return False
+
+
+def sha256(path: Path, progress: bool = False) -> str:
+    from tqdm import tqdm
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=not progress,
+                                      desc=f"sha256 {path.name}", leave=False) as bar:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+            bar.update(len(chunk))
+    return h.hexdigest()
+
+
+def _record_path(path: Path, rel: str) -> Path:
+    """The record sits in the root the file was found in."""
+    root = path
+    for _ in Path(rel).parts:
+        root = root.parent
+    return root / RECORD
+
+
+def _check_record(path: Path, rel: str, full: bool) -> str | None:
+    """Compare with the sha256 recorded at first verification; returns the sha256 if it was computed."""
+    rec_file = _record_path(path, rel)
+    rec = json.loads(rec_file.read_text()).get(rel) if rec_file.is_file() else None
+    st = path.stat()
+    if rec is None:
+        return None
+    if rec["size"] != st.st_size:
+        raise HubError(f"{path} changed since it was verified ({st.st_size:,} bytes, recorded {rec['size']:,} "
+                       f"in {rec_file}); download it again or delete the record to re-verify")
+    if full or rec.get("mtime") != st.st_mtime:
+        digest = sha256(path, progress=True)
+        if digest != rec["sha256"]:
+            raise HubError(f"{path}: sha256 {digest} differs from the one recorded in {rec_file} "
+                           f"({rec['sha256']}); the file is corrupt or was replaced: download it again")
+        return digest
+    return rec["sha256"]
+
+
+def _write_record(path: Path, rel: str, digest: str) -> None:
+    rec_file = _record_path(path, rel)
+    try:
+        rec = json.loads(rec_file.read_text()) if rec_file.is_file() else {}
+        st = path.stat()
+        rec[rel] = {"sha256": digest, "size": st.st_size, "mtime": st.st_mtime}
+        tmp = rec_file.with_name(RECORD + ".tmp")
+        tmp.write_text(json.dumps(rec, indent=1, sort_keys=True))
+        os.replace(tmp, rec_file)
+    except OSError:  # a read-only copy still verifies; it just re-hashes next time
+        pass
+
+
+def verify_file(spec: BundleSpec, f: HubFile, path: Path, full: bool = False) -> str:
+    """Size, header, keys and shapes; sha256 recorded the first time, checked after. Returns the sha256."""
+    size = path.stat().st_size
+    if f.approx_bytes and size < f.approx_bytes // 2:
+        raise HubError(f"{path} is truncated: {size:,} bytes, expected about {f.approx_bytes:,}; "
+                       "download it again (`openmrt models download` resumes)")
+    known = _check_record(path, f.path, full)
+    if known is not None:
+        return known
+    if f.kind in ("checkpoint", "encoder"):
+        shapes = safetensors_shapes(path)
+        if f.kind == "checkpoint":
+            check_official_shapes(shapes, spec.lm_preset, spec.codec_preset, ("decoder", "quantizer"), path)
+        else:
+            check_official_shapes(shapes, None, spec.codec_preset, ("encoder",), path)
+    elif size == 0:
+        raise HubError(f"{path} is empty; download it again")
+    digest = sha256(path, progress=True)
+    _write_record(path, f.path, digest)
+    return digest
+
+
+def verify(spec: BundleSpec, search: Iterable[Path] | None = None, full: bool = False) -> dict[str, Path]:
+    """Verify every file present; raise HubError naming what is missing (required) or broken."""
+    found = locate(spec, search)
+    missing = [f for f in spec.files if f.required and found[f.path] is None]
+    if missing:
+        raise HubError(missing_message(spec, missing))
+    for f in spec.files:
+        if found[f.path] is not None and not spec.shipped:
+            verify_file(spec, f, found[f.path], full)
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def attribution(spec_name: str) -> str:
+    """Licence and attribution line for a bundle (for `models list` and the web page footer)."""
+    spec = registry().get(spec_name)
+    if spec is None:
+        return ""
+    return f"{spec.licence}: {spec.attribution}"
