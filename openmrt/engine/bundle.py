@@ -2,19 +2,26 @@
 
 Tokens from one bundle mean nothing to another, so everything that plays goes through a bundle.
 ``random:LM[+CODEC]`` builds a seeded random-weight bundle (tests, benchmarks, trying the
-engine without trained weights); trained and official bundles come with the hub (issue 9).
+engine without trained weights); ``demo``, ``mrt2_small``, ``mrt2_base`` and paths are found and
+verified by :mod:`openmrt.hub`; ``auto`` picks the best installed one for this machine.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from openmrt import hub
 from openmrt.codec.model import SpectroStream
 from openmrt.config import codec_config, lm_config
-from openmrt.errors import ConfigError
+from openmrt.errors import CheckpointError, ConfigError
 from openmrt.lm.model import Depthformer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,12 +67,104 @@ def random_bundle(lm: str = "tiny", codec: str = "narrow", seed: int = 0) -> Bun
 
 
 def load_bundle(spec: str, seed: int = 0) -> Bundle:
-    """``random:tiny``, ``random:demo+narrow``, ... (trained and official bundles: issue 9)."""
+    """The one bundle loader: ``demo``, ``mrt2_small``, ``mrt2_base``, a PATH, ``random:LM[+CODEC]`` or
+    ``auto`` (the best installed bundle that runs in real time here; the choice is printed)."""
+    if spec == "auto":
+        spec, reason = choose_auto()
+        print(f"openmrt: model {spec} ({reason})", file=sys.stderr)
     if spec.startswith("random"):
         _, _, rest = spec.partition(":")
         lm, _, codec = (rest or "tiny").partition("+")
         return random_bundle(lm or "tiny", codec or "narrow", seed)
+    specs = hub.registry()
+    if spec in specs:
+        return bundle_from_spec(specs[spec])
+    path = Path(spec).expanduser()
+    if path.exists():
+        return bundle_from_path(path)
     raise ConfigError(
-        f"no model bundle {spec!r}: this version plays seeded random bundles ('random:tiny', "
-        "'random:demo+narrow'); trained and official bundles come with `openmrt models` (issue 9)"
+        f"no model bundle {spec!r}: use demo, mrt2_small, mrt2_base, auto, random:LM[+CODEC] (e.g. random:tiny) "
+        "or the path of a bundle folder or checkpoint; `openmrt models list` shows what is installed"
     )
+
+
+def choose_auto(search: list[Path] | None = None) -> tuple[str, str]:
+    """(bundle, why): official bundles need an NVIDIA GPU to keep up (the full codec decoder alone runs
+    at ~0.3x real time on 2 CPU cores, docs/benchmarks.md); base wants a large one."""
+    specs = hub.registry()
+    gpu_bytes = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
+    for name, need in (("mrt2_base", 20e9), ("mrt2_small", 1)):
+        if hub.is_installed(specs[name], search) and gpu_bytes >= need:
+            return name, f"installed, and this machine has a {gpu_bytes / 1e9:.0f} GB GPU"
+    if hub.is_installed(specs["demo"]):
+        return "demo", "the best installed bundle that runs in real time here"
+    return "random:tiny", (
+        "NOTE: no trained bundle is installed that runs in real time here (the demo bundle is not in this "
+        "package yet), so this plays random weights; `openmrt models list` shows the options"
+    )
+
+
+def bundle_from_spec(spec: hub.BundleSpec, search: list[Path] | None = None) -> Bundle:
+    """A registry bundle, after checking its files (quick: sizes and the recorded sha256)."""
+    if spec.shipped:
+        found = hub.locate(spec)
+        if any(p is None for p in found.values()):
+            raise hub.HubError(
+                f"the {spec.name} bundle is not in this package yet ({hub.DEMO_DIR} lacks "
+                f"{', '.join(k for k, v in found.items() if v is None)}); use random:tiny or an official bundle")
+        return _our_bundle(found["lm.safetensors"], found["codec.safetensors"], spec.name)
+    paths = hub.verify(spec, search)
+    ckpt = next(f for f in spec.files if f.kind == "checkpoint")
+    enc = next(f for f in spec.files if f.kind == "encoder")
+    return _official_bundle(paths[ckpt.path], paths.get(enc.path), spec.lm_preset, spec.codec_preset, spec.name)
+
+
+def bundle_from_path(path: Path) -> Bundle:
+    """A folder with our ``lm.safetensors`` + ``codec.safetensors``, an official-layout root with one
+    ``checkpoints/*.safetensors``, or an official checkpoint file (its sizes are read from its shapes)."""
+    if path.is_dir():
+        if (path / "lm.safetensors").is_file():
+            return _our_bundle(path / "lm.safetensors", path / "codec.safetensors", path.name)
+        ckpts = [p for p in sorted((path / "checkpoints").glob("*.safetensors")) if p.name != "encoder.safetensors"]
+        if len(ckpts) != 1:
+            raise CheckpointError(
+                f"{path}: expected lm.safetensors + codec.safetensors, or exactly one checkpoints/*.safetensors "
+                f"(found {[p.name for p in ckpts]}); pass the file itself")
+        path = ckpts[0]
+    from safetensors import safe_open
+
+    from openmrt.lm.checkpoint import KIND
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            ours = (f.metadata() or {}).get("kind") == KIND
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} as safetensors (truncated?): {e}") from e
+    if ours:
+        return _our_bundle(path, path.with_name("codec.safetensors"), path.stem)
+    shapes = hub.safetensors_shapes(path)
+    lm_preset, codec_preset = hub.detect_presets(shapes, path)
+    root = path.parent.parent
+    enc = next((p for p in (root / "resources/spectrostream/encoder.safetensors",
+                            path.with_name("encoder.safetensors")) if p.is_file()), None)
+    return _official_bundle(path, enc, lm_preset, codec_preset, path.stem)
+
+
+def _our_bundle(lm_path: Path, codec_path: Path, name: str) -> Bundle:
+    from openmrt.codec.checkpoint import load_codec
+    from openmrt.lm.checkpoint import load_lm
+
+    return Bundle(name, load_lm(lm_path), load_codec(codec_path))
+
+
+def _official_bundle(ckpt: Path, encoder: Path | None, lm_preset: str, codec_preset: str, name: str) -> Bundle:
+    from openmrt.codec.convert import load_official as load_codec_official
+    from openmrt.lm.convert import load_official, read_checkpoint
+
+    model = Depthformer(lm_config(lm_preset))
+    load_official(model, read_checkpoint(ckpt))
+    codec = SpectroStream(codec_config(codec_preset))
+    load_codec_official(codec, ckpt, encoder)
+    if encoder is None:  # playback needs only the decoder; audio input needs the encoder
+        log.warning("%s: no SpectroStream encoder.safetensors found; audio input (encode) is untrained", name)
+    return Bundle(name, model.eval(), codec.eval())
