@@ -14,7 +14,8 @@ from openmrt.controls import Controls, LiveControls, parse_token_prompt
 from openmrt.engine.frames import FrameStream
 from openmrt.errors import ConfigError, ControlError
 
-DEFAULT_MODEL = "random:tiny"  # until a trained demo bundle ships (issue 8)
+DEFAULT_MODEL = "auto"  # best installed bundle that keeps up here; random:tiny (with a note) until the demo ships
+MODEL_HELP = "model bundle: auto, demo, mrt2_small, mrt2_base, PATH or random:LM[+CODEC] (default auto)"
 
 
 def _style_tokens(arg: str | None) -> tuple[int, ...] | None:
@@ -48,16 +49,22 @@ def controls_from_args(args: argparse.Namespace) -> Controls:
     )
 
 
-def _check_style(controls: Controls, bundle) -> None:
+def _check_style(controls: Controls, bundle, style: str | None = None) -> None:
+    """Attach the --style source to the bundle; a bundle with none can't embed text/audio prompts."""
+    if style:
+        from openmrt.style import load_style
+
+        bundle.style = load_style(style)
     if controls.prompts and controls.style_tokens is None and bundle.style is None:
         raise ConfigError(
             f"bundle {bundle.name!r} has no style model, so text/audio prompts cannot be embedded; pass "
-            "--style-tokens a,b,...,l (12 ints) instead, or use a bundle with a style model (MusicCoCa files "
-            "or our own, later issues)")
+            "--style demo (our style model) or --style musiccoca (the official files), or --style-tokens "
+            "a,b,...,l (12 ints) instead")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model bundle (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("--style", help="style model for --prompt: demo (ours), musiccoca (official files) or a file")
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT[:WEIGHT]", help="style prompt (repeatable)")
     p.add_argument("--style-tokens", metavar="A,B,...,L", help="12 style tokens 0..1023 (or -1) instead of prompts")
     p.add_argument("--drums", choices=["auto", "off", "on"], default="auto")
@@ -85,7 +92,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".wav", ".flac"):
         raise ControlError(f"-o: write .wav or .flac, not {out.name}")
     bundle = load_bundle(args.model, seed=0)
-    _check_style(controls, bundle)
+    _check_style(controls, bundle, args.style)
+    style_tokens = bundle.style.tokens_for(controls.prompts) if controls.prompts and bundle.style else None
     live = LiveControls(controls)
     timeline = MidiTimeline.from_file(args.notes) if args.notes else None
     notes_asked = []
@@ -93,7 +101,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     def cond_for_frame(t: int) -> np.ndarray:
         if timeline is not None:
             timeline.feed(t, live)
-        _, notes, cond = live.frame(controls.style_tokens, style_levels=tk.NUM_STYLE)
+        _, notes, cond = live.frame(style_tokens, style_levels=tk.NUM_STYLE)
         notes_asked.append(notes)
         return cond
 
@@ -120,10 +128,13 @@ def cmd_play(args: argparse.Namespace) -> int:
 
     controls = controls_from_args(args)
     bundle = load_bundle(args.model, seed=0)
-    _check_style(controls, bundle)
+    _check_style(controls, bundle, args.style)
+    from openmrt.style.live import LivePromptStyle
+
+    style = LivePromptStyle(bundle.style, controls.prompts)  # prompts changed over OSC re-encode off the frame loop
     live = LiveControls(controls)
-    session = Session(bundle, lambda: FrameInput.from_live(live), buffer_samples=args.buffer, seed=controls.seed,
-                      seed_rotation=controls.seed_rotation)
+    session = Session(bundle, lambda: FrameInput.from_live(live, style.tokens(live.snapshot())),
+                      buffer_samples=args.buffer, seed=controls.seed, seed_rotation=controls.seed_rotation)
     live.on_reset = session.reset
     recorder = Recorder(args.record) if args.record else None
     midi = None
@@ -149,6 +160,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     finally:
         out.close()
         session.stop()
+        style.close()
         osc.stop()
         if midi is not None:
             midi.close()
@@ -218,7 +230,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     b = sub.add_parser("bench", help="measurements").add_subparsers(dest="bench", required=True)
     lat = b.add_parser("latency", help="MIDI note-on to sound, p50/p95/p99 with the breakdown")
-    lat.add_argument("--model", default=DEFAULT_MODEL)
+    lat.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     lat.add_argument("--trials", type=int, default=40)
     lat.add_argument("--buffer", type=int, default=2048, choices=[2048, 4096, 8192])
     lat.add_argument("--out", help="JSON file for the results")
