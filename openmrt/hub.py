@@ -294,6 +294,15 @@ def _write_record(path: Path, rel: str, digest: str) -> None:
         pass
 
 
+def forget(path: Path, rel: str) -> None:
+    """Drop a file's recorded sha256 (it was just downloaded again)."""
+    rec_file = _record_path(path, rel)
+    if rec_file.is_file():
+        rec = json.loads(rec_file.read_text())
+        if rec.pop(rel, None) is not None:
+            rec_file.write_text(json.dumps(rec, indent=1, sort_keys=True))
+
+
 def verify_file(spec: BundleSpec, f: HubFile, path: Path, full: bool = False) -> str:
     """Size, header, keys and shapes; sha256 recorded the first time, checked after. Returns the sha256."""
     size = path.stat().st_size
@@ -321,6 +330,9 @@ def verify(spec: BundleSpec, search: Iterable[Path] | None = None, full: bool = 
     """Verify every file present; raise HubError naming what is missing (required) or broken."""
     found = locate(spec, search)
     missing = [f for f in spec.files if f.required and found[f.path] is None]
+    if missing and spec.shipped:
+        raise HubError(f"the {spec.name} bundle is not in this package yet ({DEMO_DIR} lacks "
+                       f"{', '.join(f.path for f in missing)}); use random:tiny or an official bundle")
     if missing:
         raise HubError(missing_message(spec, missing))
     for f in spec.files:

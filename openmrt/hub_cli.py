@@ -50,6 +50,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     paths = download(spec, root, pick_fetch(args.source), search=hub.roots(), required_only=args.required_only)
     for rel, p in paths.items():
         print(f"  ok {rel}: {p}")
+    if root not in hub.roots():
+        print(f"openmrt: {root} is not searched by default: set OPENMRT_HOME={root} or pass --model {root}")
     return 0
 
 

@@ -21,7 +21,17 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from openmrt.hub import GCS_URL, REPO_ID, BundleSpec, HubError, HubFile, locate, missing_message, verify_file
+from openmrt.hub import (
+    GCS_URL,
+    REPO_ID,
+    BundleSpec,
+    HubError,
+    HubFile,
+    forget,
+    locate,
+    missing_message,
+    verify_file,
+)
 
 Fetch = Callable[[str, Path], Path]  # (repo path, destination root) -> local file
 
@@ -92,6 +102,7 @@ def download(spec: BundleSpec, root: Path, fetch: Fetch | None = None, search: l
             left = [g for g in wanted[i:] if g.path not in out]
             raise HubError(f"cannot download {f.path} ({type(e).__name__}: {e})\n"
                            + missing_message(spec, left, root)) from e
+        forget(path, f.path)  # a new copy: its sha256 is recorded afresh
         verify_file(spec, f, path)
         out[f.path] = path
     return out

@@ -166,6 +166,13 @@ def test_interrupted_download_resumes(source: Path, env: Path) -> None:
     # Already there and sound: nothing is fetched again.
     download(SPEC, dest, functools.partial(fetch_gcs, urlopen=bucket), required_only=True)
     assert bucket.ranges == [len(remote) // 3]
+    # Corrupted after it was verified: its recorded sha256 fails, it is fetched whole and recorded afresh.
+    data = bytearray(remote)
+    data[-1] ^= 0xFF
+    (dest / CKPT).write_bytes(bytes(data))
+    download(SPEC, dest, functools.partial(fetch_gcs, urlopen=bucket), required_only=True)
+    assert bucket.ranges == [len(remote) // 3, 0] and (dest / CKPT).read_bytes() == remote
+    hub.verify(SPEC, [dest], full=True)
 
 
 def test_path_bundle_detects_presets(source: Path, env: Path) -> None:

@@ -106,14 +106,9 @@ def choose_auto(search: list[Path] | None = None) -> tuple[str, str]:
 
 def bundle_from_spec(spec: hub.BundleSpec, search: list[Path] | None = None) -> Bundle:
     """A registry bundle, after checking its files (quick: sizes and the recorded sha256)."""
-    if spec.shipped:
-        found = hub.locate(spec)
-        if any(p is None for p in found.values()):
-            raise hub.HubError(
-                f"the {spec.name} bundle is not in this package yet ({hub.DEMO_DIR} lacks "
-                f"{', '.join(k for k, v in found.items() if v is None)}); use random:tiny or an official bundle")
-        return _our_bundle(found["lm.safetensors"], found["codec.safetensors"], spec.name)
     paths = hub.verify(spec, search)
+    if spec.shipped:
+        return _our_bundle(paths["lm.safetensors"], paths["codec.safetensors"], spec.name)
     ckpt = next(f for f in spec.files if f.kind == "checkpoint")
     enc = next(f for f in spec.files if f.kind == "encoder")
     return _official_bundle(paths[ckpt.path], paths.get(enc.path), spec.lm_preset, spec.codec_preset, spec.name)
