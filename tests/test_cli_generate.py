@@ -14,7 +14,8 @@ STYLE = "660,597,668,315,857,217,930,175,655,343,534,137"
 
 def generate(tmp_path, name: str, *extra: str) -> np.ndarray:
     out = tmp_path / name
-    assert main(["generate", "--seconds", "1.37", "--style-tokens", STYLE, "-o", str(out), *extra]) == 0
+    assert main(["generate", "--model", "random:tiny", "--seconds", "1.37", "--style-tokens", STYLE, "-o", str(out),
+                 *extra]) == 0
     audio, sr = sf.read(out, dtype="float32", always_2d=True)
     assert sr == 48000
     return audio
@@ -51,6 +52,6 @@ def test_notes_from_a_midi_file_and_plot(tmp_path):
     (["--notes", "missing.mid"], "missing.mid"),
 ])
 def test_bad_arguments_say_what_is_wrong(tmp_path, capsys, args, message):
-    assert main(["generate", "-o", str(tmp_path / "x.wav"), *args]) == 1
+    assert main(["generate", "--model", "random:tiny", "-o", str(tmp_path / "x.wav"), *args]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
