@@ -159,6 +159,9 @@ CODEC_PRESETS: dict[str, CodecConfig] = {
     "spectrostream": CodecConfig(),
     # Our own demo codec: ¼ of the channels (about 1/16 of the conv compute), 12 RVQ levels.
     "narrow": CodecConfig(name="narrow", width=0.25, num_quantizers=12),
+    # The shipped demo codec (docs/models.md): ⅛ of the channels, so the streaming decode step
+    # leaves most of a 40 ms frame to the LM on 2 CPU cores (docs/benchmarks.md, Codec).
+    "demo": CodecConfig(name="demo", width=0.125, num_quantizers=12),
 }
 
 

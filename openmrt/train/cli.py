@@ -12,10 +12,20 @@ def _lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _codec(args: argparse.Namespace) -> int:
+    from openmrt.train.codec import train
+
+    train(args)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    from openmrt.train import lm
+    from openmrt.train import codec, lm
 
     t = sub.add_parser("train", help="train or fine-tune models").add_subparsers(dest="what", required=True)
     p = t.add_parser("lm", help="train / fine-tune the language model on token shards")
     lm.add_arguments(p)
     p.set_defaults(func=_lm)
+    p = t.add_parser("codec", help="train the SpectroStream-architecture codec on audio shards")
+    codec.add_arguments(p)
+    p.set_defaults(func=_codec)
