@@ -19,6 +19,20 @@ def _codec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _style(args: argparse.Namespace) -> int:
+    from openmrt.train.style import train
+
+    train(args)
+    return 0
+
+
+def _mapper(args: argparse.Namespace) -> int:
+    from openmrt.train.mapper import train
+
+    train(args)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from openmrt.train import codec, lm
 
@@ -29,3 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = t.add_parser("codec", help="train the SpectroStream-architecture codec on audio shards")
     codec.add_arguments(p)
     p.set_defaults(func=_codec)
+    from openmrt.train import mapper as mapper_args
+    from openmrt.train import style as style_args
+
+    p = t.add_parser("style", help="train our style model (audio/text towers, contrastive) and fit its RVQ")
+    style_args.add_arguments(p)
+    p.set_defaults(func=_style)
+    p = t.add_parser("mapper", help="train the pMF text -> audio embedding mapper of a style model")
+    mapper_args.add_arguments(p)
+    p.set_defaults(func=_mapper)
