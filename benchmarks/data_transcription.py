@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import mir_eval
 import numpy as np
 
-from openmrt.data import transcribe
-from openmrt.data.compose import compose, style_names
-from openmrt.data.labels import FRAME_RATE, SAMPLES_PER_FRAME, drum_flags, n_frames, note_states
-from openmrt.data.pipeline import render_piece
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+from openmrt.data import transcribe  # noqa: E402
+from openmrt.data.compose import compose, style_names  # noqa: E402
+from openmrt.data.labels import FRAME_RATE, SAMPLES_PER_FRAME, drum_flags, n_frames, note_states  # noqa: E402
+from openmrt.data.pipeline import render_piece  # noqa: E402
 
 CLIP_S = 10.0
 GAPS = (0.0, 0.03, 0.06, 0.1, 0.15)
@@ -92,6 +96,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=20, help="held-out clips per style")
     ap.add_argument("--fit", type=int, default=6, help="clips per style to fit the drum detector and merge gap")
     ap.add_argument("--out", default="benchmarks/results/data_transcription.json")
+    ap.add_argument("--write", action="store_true", help="rewrite openmrt/data/fitted.py with the fitted values")
     args = ap.parse_args()
     t_start = time.perf_counter()
     fit = [clip(style, 10_000 + s) for style in style_names() for s in range(args.fit)]
@@ -112,12 +117,15 @@ def main() -> None:
         print(f"{style}: {time.perf_counter() - t_start:.0f} s", flush=True)
 
     from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
-    X = np.concatenate([np.array(c["feats"])[:, :3] for c in fit])
+    X = np.concatenate([np.array(c["feats"]) for c in fit])
     y = np.concatenate([c["drums"] for c in fit])
-    lr = LogisticRegression(C=10.0, class_weight="balanced").fit(X, y)
-    weights = np.concatenate([lr.coef_[0], lr.intercept_]).round(3)
-    det = transcribe.DrumDetector(weights)
+    scaler = StandardScaler().fit(X)
+    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(scaler.transform(X), y)
+    weights = lr.coef_[0] / scaler.scale_  # standardisation folded in: one dot product at run time
+    bias = float(lr.intercept_[0] - (lr.coef_[0] * scaler.mean_ / scaler.scale_).sum())
+    det = transcribe.DrumDetector(weights, bias)
 
     rows, per_style = [], {}
     for style in style_names():
@@ -137,7 +145,7 @@ def main() -> None:
     all_pred = np.concatenate([det(np.array(c["feats"])) for c in held])
     summary = {
         "onset_threshold": onset_th, "min_note_ms": min_ms, "merge_gap_s": gap,
-        "fit_grid_onset_f1": {f"{o}/{m}/{g}": v for (o, m, g), v in grid.items()}, "drum_weights": weights.tolist(),
+        "fit_grid_onset_f1": {f"{o}/{m}/{g}": v for (o, m, g), v in grid.items()},
         "drum_accuracy": float((all_pred == all_flags).mean()),
         "drum_recall": float(all_pred[all_flags == 1].mean()),
         "drum_specificity": float(1 - all_pred[all_flags == 0].mean()),
@@ -150,12 +158,40 @@ def main() -> None:
         "soundfonts": sorted({c["soundfont"] for c in held}),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"summary": summary, "per_style": per_style}, indent=1, default=float))
+    Path(args.out).write_text(json.dumps({"machine": machine(), "summary": summary, "per_style": per_style},
+                                         indent=1, default=float))
     print("| style | clips | onset F1, basic-pitch defaults | onset F1, ours | pitch-class F1, defaults | "
           "pitch-class F1, ours | drum accuracy | drum frames |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print(json.dumps(summary, indent=1, default=float))
+    if args.write:
+        print(f"wrote {write_fitted(len(fit), args.fit, summary['soundfonts'], onset_th, min_ms, gap, weights, bias)}")
+
+
+def write_fitted(n: int, per: int, fonts: list[str], onset: float, min_ms: float, gap: float, weights, bias: float):
+    """Rewrite openmrt/data/fitted.py with these values."""
+    nums = [f"{w:.6g}" for w in weights]
+    rows = "\n".join("    " + ", ".join(nums[i:i + 8]) + "," for i in range(0, len(nums), 8))
+    path = Path(transcribe.__file__).with_name("fitted.py")
+    path.write_text(FITTED.format(date=time.strftime("%Y-%m-%d"), n=n, per=per, fonts=" + ".join(fonts), onset=onset,
+                                  min_ms=min_ms, gap=gap, weights=rows, bias=f"{bias:.6g}"))
+    return path
+
+
+FITTED = '''"""Values fitted by benchmarks/data_transcription.py (run {date}, {n} fit pieces, {per} per
+style; {fonts}).
+Rerunning the benchmark with ``--write`` rewrites this file."""
+
+ONSET_THRESHOLD = {onset}  # basic-pitch's default is 0.5
+MIN_NOTE_MS = {min_ms}  # basic-pitch's default is 127.7
+MERGE_GAP_S = {gap}  # re-onset merge gap with the best onset F1 (0: merging off)
+# Logistic drum detector on transcribe.drum_features (44 features; standardisation folded in).
+DRUM_WEIGHTS = (
+{weights}
+)
+DRUM_BIAS = {bias}
+'''
 
 
 if __name__ == "__main__":

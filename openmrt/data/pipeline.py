@@ -7,8 +7,10 @@ load once.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,14 +26,10 @@ __all__ = ["compose_dataset", "plan_compose", "render_piece"]
 
 PIECE_SECONDS = (20.0, 50.0)  # target length range; whole sections make pieces ~25 % longer on average
 OVERSHOOT = 1.25
-_RENDERER: Renderer | None = None
-
-
+@functools.cache
 def _renderer() -> Renderer:
-    global _RENDERER  # one per process: SoundFonts load once per worker
-    if _RENDERER is None:
-        _RENDERER = Renderer()
-    return _RENDERER
+    """One per process: SoundFonts load once per worker."""
+    return Renderer()
 
 
 def plan_compose(hours: float, seed: int, pieces_per_shard: int = 4,
@@ -103,7 +101,7 @@ def list_inputs(folder: str | Path) -> list[str]:
 
 
 def _file_seed(name: str) -> int:
-    return int.from_bytes(name.encode()[-8:].rjust(8, b"\0"), "little") % 2**31 ^ len(name)
+    return zlib.crc32(name.encode())  # stable across processes (str hash is salted)
 
 
 def ingest_file(folder: Path, name: str, style: str = "", caption: str = "") -> Example:

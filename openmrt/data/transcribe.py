@@ -2,22 +2,25 @@
 
 Notes. basic-pitch (Spotify, ICASSP 2022; its ONNX model ships in the wheel and runs with
 onnxruntime) gives note events; they become the same 25 Hz note states as MIDI labels
-(``labels.note_states``). basic-pitch splits sustained notes into several (an organ chord or a
-string pad comes back as a train of short notes). Labels therefore **merge re-onsets**: a note that
-starts less than ``MERGE_GAP_S`` after the previous note of the same pitch ended is joined to it,
-so the frames stay HELD instead of showing a spurious ONSET. Genuine fast repeated notes closer
-than the gap are merged too; docs/data.md gives the measured effect on onset F1 either way.
+(``labels.note_states``). basic-pitch over-detects onsets, most of all on sustained and layered
+sounds (a pad comes back as a train of short notes, often an octave off). Against that, the
+labels use a higher onset threshold and a longer minimum note than basic-pitch's defaults, both
+chosen on rendered pieces with known MIDI (``fitted.py``, benchmarks/data_transcription.py).
+``merge_reonsets`` (join a note to the previous note of its pitch when the gap is under
+``MERGE_GAP_S``) is measured there too; it removes spurious re-onsets but also merges genuine
+repeated notes, and on our material it lowered onset F1 at every gap tried, so the fitted gap is
+0 (off) unless a new fit says otherwise. docs/data.md has the figures.
 
-Drums. ``drum_activity`` separates the percussive part with librosa's HPSS, takes per-frame
-features at 25 Hz (percussive onset strength, percussive share of the energy, percussive
-high-band energy), averages them over about a second, and applies a logistic model whose
-coefficients were fitted on rendered material with known drum tracks
+Drums. ``drum_activity`` separates the percussive part with librosa's HPSS, takes band-wise
+percussive energy, share and flux per 25 Hz frame, summarises each over about a second, and
+applies a logistic model fitted on rendered material with known drum tracks
 (benchmarks/data_transcription.py); the result is the same 0/1 flag as ``labels.drum_flags``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import tempfile
@@ -25,32 +28,27 @@ from pathlib import Path
 
 import numpy as np
 
+from openmrt.data.fitted import MERGE_GAP_S, MIN_NOTE_MS, ONSET_THRESHOLD  # chosen on rendered data
 from openmrt.data.labels import FRAME_RATE, note_states
 
 __all__ = ["MERGE_GAP_S", "DrumDetector", "drum_activity", "drum_features", "merge_reonsets", "transcribe_notes",
            "transcription_labels"]
 
-MERGE_GAP_S = 0.06
-ONSET_THRESHOLD = 0.5
 ANALYSIS_SR = 22050  # basic-pitch's and the drum detector's rate
 HOP = ANALYSIS_SR // FRAME_RATE  # 882 samples: one 25 Hz frame
-_MODEL = None
-
-
+@functools.cache
 def _model():
-    global _MODEL  # the ONNX session loads once per process
-    if _MODEL is None:
-        # basic-pitch logs a warning per runtime it does not find (TF, TFLite, CoreML) at import.
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            from basic_pitch import ICASSP_2022_MODEL_PATH
-            from basic_pitch.inference import Model
-        finally:
-            root.setLevel(level)
-        _MODEL = Model(ICASSP_2022_MODEL_PATH)
-    return _MODEL
+    """basic-pitch's ONNX session, loaded once per process."""
+    # basic-pitch logs a warning per runtime it does not find (TF, TFLite, CoreML) at import.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        from basic_pitch import ICASSP_2022_MODEL_PATH
+        from basic_pitch.inference import Model
+    finally:
+        root.setLevel(level)
+    return Model(ICASSP_2022_MODEL_PATH)
 
 
 def _mono(audio: np.ndarray, sr: int) -> np.ndarray:
@@ -76,9 +74,10 @@ def model_output(audio: np.ndarray, sr: int) -> dict:
 
 
 def notes_from_output(output: dict, onset_threshold: float = ONSET_THRESHOLD, frame_threshold: float = 0.3,
-                      min_note_ms: float = 58.0) -> list[tuple[float, float, int]]:
+                      min_note_ms: float = MIN_NOTE_MS) -> list[tuple[float, float, int]]:
     """Note events (start s, end s, MIDI pitch) from ``model_output``, unmerged, sorted by start.
-    Thresholds as basic-pitch's ``predict`` (its defaults, except ``ONSET_THRESHOLD``)."""
+    Parameters as basic-pitch's ``predict``; the defaults are ours (fitted.py), not basic-pitch's
+    (onset 0.5, minimum note 127.7 ms)."""
     from basic_pitch.constants import AUDIO_SAMPLE_RATE, FFT_HOP
     from basic_pitch.note_creation import model_output_to_notes
 
@@ -113,46 +112,65 @@ def merge_reonsets(notes: list[tuple[float, float, int]], gap_s: float = MERGE_G
 # ---------------------------------------------------------------------------- drums
 
 
+BANDS_HZ = (0, 150, 400, 1000, 2500, 5000, 8000, 11026)  # kick, low toms/snare body, ..., hats and cymbals
+
+
 def drum_features(audio: np.ndarray, sr: int, frames: int) -> np.ndarray:
-    """[frames, 4] features per 25 Hz frame: log percussive onset strength, percussive energy share,
-    log percussive energy above 5 kHz, and a constant 1; each smoothed over ~1 s."""
+    """[frames, 44] features per 25 Hz frame. From librosa's HPSS of a 20 ms-hop STFT, for each of
+    7 bands: the percussive share of all energy (log), the percussive share within the band, and
+    the positive flux of the band's percussive energy (transients); plus the percussive spectral
+    flatness. Pooled to 25 Hz, then the mean and standard deviation of each over one second (a
+    groove is a pattern of hits, not one hit)."""
     import librosa
 
     y = _mono(audio, sr)
-    stft = librosa.stft(y, n_fft=2048, hop_length=HOP)
-    harm, perc = librosa.decompose.hpss(stft, margin=2.0)
+    spec = librosa.stft(y, n_fft=1024, hop_length=HOP // 2)
+    harm, perc = librosa.decompose.hpss(spec, margin=2.0)
     p_pow, h_pow = np.abs(perc) ** 2, np.abs(harm) ** 2
-    onset = librosa.onset.onset_strength(S=librosa.power_to_db(librosa.feature.melspectrogram(S=p_pow, sr=ANALYSIS_SR)),
-                                         sr=ANALYSIS_SR)
-    share = p_pow.sum(0) / (p_pow.sum(0) + h_pow.sum(0) + 1e-10)
-    freqs = librosa.fft_frequencies(sr=ANALYSIS_SR, n_fft=2048)
-    high = p_pow[freqs > 5000].sum(0)
-    total = (p_pow.sum(0) + h_pow.sum(0)).max() + 1e-10
-    feats = np.stack([np.log1p(onset), share, np.log10(high / total + 1e-8) / 8 + 1], axis=1)
-    feats = _fit_frames(feats, frames)
-    kernel = np.ones(25) / 25  # one second: drums are a groove, not a single hit
-    feats = np.stack([np.convolve(np.pad(f, 12, mode="edge"), kernel, mode="valid") for f in feats.T], axis=1)
-    return np.concatenate([feats, np.ones((frames, 1))], axis=1).astype(np.float32)
+    total = p_pow.sum(0) + h_pow.sum(0) + 1e-10
+    freqs = librosa.fft_frequencies(sr=ANALYSIS_SR, n_fft=1024)
+    cols = []
+    for lo, hi in zip(BANDS_HZ, BANDS_HZ[1:], strict=False):
+        band = (freqs >= lo) & (freqs < hi)
+        pb, hb = p_pow[band].sum(0), h_pow[band].sum(0)
+        lp = np.log10(pb + 1e-10)
+        cols += [np.log10(pb / total + 1e-6), pb / (pb + hb + 1e-10), np.maximum(0, np.diff(lp, prepend=lp[:1]))]
+    cols.append(librosa.feature.spectral_flatness(S=np.abs(perc))[0])
+    x = np.stack(cols, axis=1)
+    x = x[: 2 * (len(x) // 2)].reshape(-1, 2, x.shape[1]).mean(1)  # two 441-sample hops per frame
+    x = _fit_frames(x, frames)
+    mean = np.stack([_smooth(c) for c in x.T], axis=1)
+    std = np.sqrt(np.maximum(np.stack([_smooth(c**2) for c in x.T], axis=1) - mean**2, 0.0))
+    return np.concatenate([mean, std], axis=1).astype(np.float32)
+
+
+def _smooth(x: np.ndarray, n: int = FRAME_RATE) -> np.ndarray:
+    return np.convolve(np.pad(x, n // 2, mode="edge"), np.ones(n) / n, mode="valid")
 
 
 def _fit_frames(x: np.ndarray, frames: int) -> np.ndarray:
-    # librosa centres its frames: frame k covers about [k - 0.5, k + 0.5) hops; close enough at
-    # the 1 s smoothing used, and the length is made to match the label frames exactly.
+    # librosa centres its frames (a frame is centred on its hop, 10-20 ms off the label frame's
+    # middle): small next to the 1 s pooling. The length is made to match the label frames.
     if len(x) >= frames:
         return x[:frames]
     return np.concatenate([x, np.repeat(x[-1:], frames - len(x), axis=0)]) if len(x) else np.zeros((frames, x.shape[1]))
 
 
 class DrumDetector:
-    """Logistic model on ``drum_features``; ``WEIGHTS`` fitted by benchmarks/data_transcription.py."""
+    """Logistic model on ``drum_features`` (standardisation folded into the weights). The weights
+    in ``fitted.py`` are written by benchmarks/data_transcription.py, fitted on rendered
+    pieces with known drum tracks; docs/data.md has its held-out accuracy."""
 
-    WEIGHTS = np.array([1.0, 6.0, 4.0, -4.5], dtype=np.float32)  # placeholder until fitted; see docs/data.md
+    def __init__(self, weights: np.ndarray | None = None, bias: float | None = None):
+        if weights is None:
+            from openmrt.data import fitted
 
-    def __init__(self, weights: np.ndarray | None = None):
-        self.weights = self.WEIGHTS if weights is None else np.asarray(weights, dtype=np.float32)
+            weights, bias = np.asarray(fitted.DRUM_WEIGHTS), fitted.DRUM_BIAS
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.bias = float(bias or 0.0)
 
     def probability(self, feats: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-feats @ self.weights))
+        return 1.0 / (1.0 + np.exp(-(feats @ self.weights + self.bias)))
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
         return (self.probability(feats) > 0.5).astype(np.int8)
@@ -164,10 +182,10 @@ def drum_activity(audio: np.ndarray, sr: int, frames: int) -> np.ndarray:
 
 
 def transcription_labels(
-    audio: np.ndarray, sr: int, frames: int, merge: bool = True
+    audio: np.ndarray, sr: int, frames: int, merge_gap_s: float = MERGE_GAP_S
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(note states [frames, 128], drum flags [frames], number of notes) for audio without MIDI."""
     notes = transcribe_notes(audio, sr)
-    if merge:
-        notes = merge_reonsets(notes)
+    if merge_gap_s > 0:
+        notes = merge_reonsets(notes, merge_gap_s)
     return note_states(notes, frames), drum_activity(audio, sr, frames), len(notes)
