@@ -62,6 +62,7 @@ def test_ingest_skips_bad_files_and_labels_good_ones(tmp_path, monkeypatch, caps
     by_file = {e["meta"]["file"]: e for e in examples}
     midi, audio = by_file["song.mid"], by_file["sub/song.wav"]
     assert midi["meta"]["source"] == "midi" and midi["notes"][7, 60] == 2 and midi["notes"][8, 60] == 1
+    assert midi["midi"] == good and audio["midi"] == b""  # the source file is kept with its example
     assert audio["meta"]["source"] == "audio" and audio["audio"].shape == (2, 100 * 1920)
     # basic-pitch finds the arpeggio: onsets of C4, E4, G4, C5 within two frames of the truth.
     for k, pitch in enumerate([60, 64, 67, 72]):

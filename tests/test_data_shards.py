@@ -51,6 +51,15 @@ def test_compose_build_writes_aligned_shards(reference):
     meta = shard.meta[0]
     assert meta["soundfont"] == "FluidR3_GM.sf2" and meta["caption"] and meta["style"] and meta["frames"] == T
     assert np.abs(shard.audio).max() > 1000  # music, not silence
+    import io
+
+    import pretty_midi
+
+    from openmrt.data.labels import midi_labels
+    src = pretty_midi.PrettyMIDI(io.BytesIO(shard.example(0)["midi"]))  # the source MIDI travels along
+    relabelled = midi_labels(src, T)
+    assert relabelled.meta["caption"] == meta["caption"]
+    assert (relabelled.notes != shard.notes).mean() < 1e-3  # ticks of 0.5 ms may move a note across a frame edge
     if meta["has_drums"]:  # where the labels say drums play, the stem has sound
         stem = np.abs(shard.drum_audio.astype(np.float32)).mean(0).reshape(T, 1920).max(1)
         # (medians: a final crash cymbal rings on for a while after the flag's 0.25 s tail)

@@ -61,7 +61,7 @@ def compose(style: str, seed: int, seconds: float = 40.0) -> Piece:
     ctx = Ctx(rng, st.beats, tonic, tuple((tonic + i) % 12 for i in SCALES[mode]), bars)
     band = _choose_band(st, rng)
 
-    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+    pm = pretty_midi.PrettyMIDI(resolution=960, initial_tempo=tempo)  # fine ticks: a saved file keeps the timing
     pm.time_signature_changes.append(pretty_midi.TimeSignature(st.beats, 4, 0.0))
     minor = mode in ("minor", "harmonic minor", "dorian")
     pm.key_signature_changes.append(pretty_midi.KeySignature(tonic + 12 * minor, 0.0))

@@ -8,6 +8,7 @@ load once.
 from __future__ import annotations
 
 import functools
+import io
 import math
 import time
 import zlib
@@ -58,6 +59,12 @@ def render_piece(pm, duration: float, seed: int, soundfont: str | None = None, l
     return mix, drums, labels, facts
 
 
+def _midi_bytes(pm) -> bytes:
+    buf = io.BytesIO()
+    pm.write(buf)
+    return buf.getvalue()
+
+
 def _compose_work(item: tuple) -> dict:
     index, path, pieces = item
     t0 = time.process_time()
@@ -66,7 +73,7 @@ def _compose_work(item: tuple) -> dict:
         piece = compose(spec["style"], spec["seed"], spec["seconds"])
         mix, drums, labels, facts = render_piece(piece.midi, piece.duration, spec["seed"])
         meta = {**labels.meta, **facts, "source": "compose", "seed": spec["seed"], "frames": labels.notes.shape[0]}
-        examples.append(Example(mix, labels, meta, drums))
+        examples.append(Example(mix, labels, meta, drums, _midi_bytes(piece.midi)))
     entry = write_shard(path, examples)
     return {"seconds": entry["seconds"], "cpu_s": time.process_time() - t0}
 
@@ -129,7 +136,7 @@ def ingest_file(folder: Path, name: str, style: str = "", caption: str = "") -> 
             meta["style"] = style
         if caption:
             meta["caption"] = caption
-        return Example(mix, labels, meta, drums)
+        return Example(mix, labels, meta, drums, path.read_bytes())
     from openmrt.audio import read_audio
     from openmrt.data.labels import Labels
     from openmrt.data.transcribe import transcription_labels

@@ -12,6 +12,9 @@ key             dtype, shape            meaning
 ``offsets``     int64 [n + 1]           example i is frames offsets[i]:offsets[i+1]
 ``meta``        str (JSON)              per-example metadata (caption, style, tempo, ...)
 ``tokens``      int16 [T, 12]           codec tokens, once ``openmrt data tokenize`` ran
+``midi``        uint8 [bytes]           the source MIDI files back to back (composed and
+                                        ingested MIDI; empty for audio), split by
+``midi_offsets``int64 [n + 1]           byte offsets
 ==============  ======================  ===================================================
 
 Every example is a whole number of frames, so frame f of an example is audio samples
@@ -53,6 +56,7 @@ class Example:
     labels: Labels
     meta: dict
     drum_audio: np.ndarray | None = None
+    midi: bytes = b""  # the source .mid file, when there is one
 
 
 @dataclass
@@ -66,6 +70,8 @@ class Shard:
     meta: list[dict]
     drum_audio: np.ndarray | None = None
     tokens: np.ndarray | None = None
+    midi: np.ndarray | None = None
+    midi_offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -80,6 +86,8 @@ class Shard:
             out["drum_audio"] = self.drum_audio[:, s0:s1]
         if self.tokens is not None:
             out["tokens"] = self.tokens[f0:f1]
+        if self.midi is not None:
+            out["midi"] = self.midi[self.midi_offsets[i]:self.midi_offsets[i + 1]].tobytes()
         return out
 
 
@@ -116,6 +124,9 @@ def write_shard(path: str | Path, examples: Sequence[Example], extra_meta: dict 
     }
     if examples and all(e.drum_audio is not None for e in examples):
         arrays["drum_audio"] = _int16(np.concatenate([e.drum_audio for e in examples], axis=1))
+    if any(e.midi for e in examples):
+        arrays["midi"] = np.frombuffer(b"".join(e.midi for e in examples), dtype=np.uint8)
+        arrays["midi_offsets"] = np.concatenate([[0], np.cumsum([len(e.midi) for e in examples])]).astype(np.int64)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
@@ -131,9 +142,8 @@ def load_shard(path: str | Path) -> Shard:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            return Shard(z["audio"], z["notes"], z["drums"], z["offsets"], meta["examples"],
-                         z["drum_audio"] if "drum_audio" in z.files else None,
-                         z["tokens"] if "tokens" in z.files else None)
+            opt = {k: z[k] for k in ("drum_audio", "tokens", "midi", "midi_offsets") if k in z.files}
+            return Shard(z["audio"], z["notes"], z["drums"], z["offsets"], meta["examples"], **opt)
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"cannot read shard {path}: {e}") from e
 
