@@ -1,7 +1,7 @@
-"""``openmrt codec encode|decode``: audio files <-> codec codes (``.npy``, int32 [frames, levels]).
+"""``openmrt codec encode|decode|roundtrip``: audio files <-> codec codes (``.npy``, int32 [frames, levels]).
 
 Weights: the official files (``--lm-checkpoint`` for the decoder + codebook, ``--encoder`` for
-the encoder) or one of our own checkpoints (``--checkpoint``).
+the encoder) or one of our own checkpoints (``--checkpoint``; ``roundtrip`` defaults to the shipped demo codec).
 """
 
 from __future__ import annotations
@@ -71,6 +71,33 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_CODEC = Path(__file__).resolve().parents[1] / "assets" / "demo" / "codec.safetensors"
+
+
+@torch.inference_mode()
+def _roundtrip(args: argparse.Namespace) -> int:
+    import json
+
+    from openmrt.audio import read_audio, write_audio
+    from openmrt.eval.roundtrip import roundtrip_file, spectrogram_png
+
+    if not (args.checkpoint or args.lm_checkpoint):
+        if not DEMO_CODEC.is_file():
+            raise CheckpointError(f"no codec given and the demo codec {DEMO_CODEC} is not installed")
+        args.checkpoint = DEMO_CODEC
+    model = _load(args, "encoder")
+    audio = read_audio(args.input)
+    decoded, metrics = roundtrip_file(model, audio, args.levels, args.midi, args.onsets)
+    stem = str(args.input.with_suffix(""))
+    out = args.out or Path(stem + ".roundtrip.wav")
+    write_audio(out, decoded, subtype="FLOAT" if str(out).endswith(".wav") else None)
+    png = spectrogram_png(audio, decoded, args.png or Path(stem + ".roundtrip.png"),
+                          f"({Path(args.checkpoint or args.lm_checkpoint).name}, {args.levels} levels)")
+    print(json.dumps(metrics))
+    print(f"wrote {out} and {png}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("codec", help="SpectroStream codec: encode audio to codes, decode codes to audio")
     cmds = p.add_subparsers(dest="codec_command", required=True)
@@ -88,3 +115,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _weights(dec)
     dec.set_defaults(func=_decode)
+    rt = cmds.add_parser("roundtrip", help="audio -> codes -> audio: metrics, decoded file, PNG of both spectrograms")
+    rt.add_argument("input", type=Path)
+    rt.add_argument("--out", type=Path, help="decoded audio (default IN.roundtrip.wav)")
+    rt.add_argument("--png", type=Path, help="spectrograms (default IN.roundtrip.png)")
+    rt.add_argument("--levels", type=int, default=12)
+    rt.add_argument("--midi", type=Path, help="the source MIDI: note-onset F1 of original and decoded against it")
+    rt.add_argument("--onsets", action="store_true", help="onset F1 of the decoded vs the original's transcription")
+    _weights(rt)
+    rt.set_defaults(func=_roundtrip)

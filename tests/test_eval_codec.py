@@ -1,0 +1,76 @@
+"""Codec metrics on hand-made cases, held-out clips from shards, and ``openmrt codec roundtrip``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_train_codec import make_audio_shards
+
+from openmrt.audio import write_audio
+from openmrt.cli import main
+from openmrt.codec import SpectroStream
+from openmrt.codec.checkpoint import save_codec
+from openmrt.config import CodecConfig
+from openmrt.eval.codec import heldout_clips, mel_l1, onset_f1, perplexity, si_sdr, stft_distance
+
+
+def _tone(seconds: float = 1.0, hz: float = 440.0) -> torch.Tensor:
+    t = torch.arange(int(48000 * seconds)) / 48000
+    x = 0.3 * torch.sin(2 * torch.pi * hz * t)
+    return torch.stack([x, 0.5 * x], -1)[None]  # [1, N, 2]
+
+
+def test_spectral_distances_are_zero_for_identical_audio_and_grow_with_damage():
+    x = _tone()
+    assert float(mel_l1(x, x)) == pytest.approx(0.0, abs=1e-6)
+    assert float(stft_distance(x, x)) == pytest.approx(0.0, abs=1e-6)
+    other = _tone(hz=660.0)
+    assert float(mel_l1(x, other)) > 0.5 and float(stft_distance(x, other)) > 0.5
+
+
+def test_si_sdr_is_scale_invariant_and_tracks_noise():
+    torch.manual_seed(0)
+    x = _tone()
+    assert (si_sdr(x, 0.25 * x) > 80).all()  # a gain is not an error
+    noise = torch.randn_like(x)
+    noise = noise / noise.pow(2).mean(1, keepdim=True).sqrt() * x.pow(2).mean(1, keepdim=True).sqrt() * 0.1
+    assert si_sdr(x, x + noise).numpy() == pytest.approx([20.0, 20.0], abs=0.3)  # noise 20 dB down
+
+
+def test_perplexity_counts_the_effective_codes_per_level():
+    codes = np.stack([np.arange(400) % 4, np.zeros(400, int)], -1)
+    assert perplexity(codes, 1024) == pytest.approx([4.0, 1.0])
+
+
+def test_onset_f1_uses_50_ms_tolerance_matching_pitch_and_ignores_offsets():
+    ref = [(0.10, 0.50, 60), (1.00, 1.50, 64), (2.00, 2.10, 67)]
+    est = [(0.14, 3.00, 60), (1.06, 1.10, 64), (2.00, 2.10, 68)]  # hit (40 ms), miss (60 ms), wrong pitch
+    p, r, f = onset_f1(ref, est)
+    assert (p, r) == pytest.approx((1 / 3, 1 / 3)) and f == pytest.approx(1 / 3)
+    assert onset_f1(ref, ref)[2] == 1.0 and onset_f1(ref, [])[2] == 0.0
+
+
+def test_heldout_clips_are_fixed_consecutive_windows_with_their_notes(tmp_path):
+    root = make_audio_shards(tmp_path / "s", examples=2, frames=40)
+    clips = heldout_clips(root, count=3, seconds=0.8)  # 20 frames: two clips per example
+    assert [c.name for c in clips] == ["shard_00000.npz#0@0", "shard_00000.npz#0@20", "shard_00000.npz#1@0"]
+    assert clips[0].audio.shape == (20 * 1920, 2) and clips[0].audio.dtype == np.float32
+    # a note every 10 frames; without source MIDI the onsets come from the labels, mid-frame
+    assert [round(s, 3) for s, _, _ in clips[1].notes] == [0.02, 0.42]
+    assert [c.name for c in heldout_clips(root, count=3, seconds=0.8)] == [c.name for c in clips]
+
+
+def test_roundtrip_cli_prints_metrics_and_writes_audio_and_png(tmp_path, capsys):
+    torch.manual_seed(0)
+    codec = SpectroStream(CodecConfig(name="t", width=0.03125, num_quantizers=12))
+    ckpt = save_codec(codec, tmp_path / "c.safetensors")
+    write_audio(tmp_path / "in.wav", _tone(0.5)[0].numpy())
+    assert main(["codec", "roundtrip", str(tmp_path / "in.wav"), "--checkpoint", str(ckpt)]) == 0
+    metrics = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert metrics["frames"] == 13 and metrics["levels"] == 12 and len(metrics["perplexity"]) == 12
+    assert {"mel_l1", "stft_distance", "si_sdr_db"} <= set(metrics)
+    assert (tmp_path / "in.roundtrip.wav").stat().st_size > 0
+    assert (tmp_path / "in.roundtrip.png").read_bytes()[:4] == b"\x89PNG"
