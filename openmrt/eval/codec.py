@@ -7,11 +7,12 @@ definitions as its losses (openmrt/train/codec.py), so a logged loss and a repor
 
 Onset F1. Decoded (and, as the ceiling, original) audio is transcribed by basic-pitch
 (openmrt/data/transcribe.py) and scored with ``mir_eval.transcription`` against the notes of the
-source MIDI: 50 ms onset tolerance, pitch within 50 cents, offsets ignored. For composed shards
-the source MIDI is regenerated exactly from the build plan (composition is a pure function of
-style, seed and length); other shards fall back to their 25 Hz onset labels, placed mid-frame
-(at most 20 ms off). Drum tracks are not in the reference, so drum hits that basic-pitch reports
-as notes count against the original and the decoded audio alike.
+source MIDI: 50 ms onset tolerance, pitch within 50 cents, offsets ignored. The source MIDI is
+the one the shard keeps (``midi``), or, for composed shards built before shards kept it,
+regenerated from the build plan (composition is a pure function of style, seed and length);
+shards with neither fall back to their 25 Hz onset labels, placed mid-frame (at most 20 ms off).
+Drum tracks are not in the reference, so drum hits that basic-pitch reports as notes count
+against the original and the decoded audio alike.
 """
 
 from __future__ import annotations
@@ -129,8 +130,18 @@ class Clip:
     name: str
 
 
+def _midi_bytes_notes(data: bytes) -> Notes:
+    import io
+
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    return sorted((n.start, n.end, n.pitch) for inst in pm.instruments if not inst.is_drum for n in inst.notes)
+
+
 def _composed_notes(root: Path, meta: dict) -> Notes | None:
-    """The example's source MIDI notes (drums excluded), regenerated from its composition seed."""
+    """The example's source MIDI notes (drums excluded), regenerated from its composition seed
+    (for shards built before they kept the MIDI file itself)."""
     if meta.get("source") != "compose":
         return None
     from openmrt.data.compose import compose
@@ -166,7 +177,10 @@ def heldout_clips(root: str | Path, count: int = 24, seconds: float = 8.0) -> li
         shard = load_shard(root / s["file"])
         for i in range(len(shard)):
             ex = shard.example(i)
-            notes = _composed_notes(root, ex["meta"]) or _label_notes(ex["notes"])
+            if ex.get("midi"):
+                notes = _midi_bytes_notes(ex["midi"])
+            else:
+                notes = _composed_notes(root, ex["meta"]) or _label_notes(ex["notes"])
             total = ex["notes"].shape[0]
             for f0 in range(0, total - frames + 1, frames):
                 t0, t1 = f0 / FRAME_RATE, (f0 + frames) / FRAME_RATE
