@@ -161,13 +161,14 @@ def test_style_model_file_round_trip(tmp_path):
     path = m.save(tmp_path / "style.safetensors")
     m2 = StyleModel.load(path)
     assert m2.info == {"note": "test"} and m2.use_mapper and m2.dim == 16
-    for txt in ("disco funk", "ROCK"):
-        np.testing.assert_array_equal(m.embed_text(txt), m2.embed_text(txt))
+    for txt in ("disco funk", "ROCK"):  # float16 on disk: close to the in-memory model, exact across loads
+        np.testing.assert_allclose(m.embed_text(txt), m2.embed_text(txt), atol=2e-2)
+        np.testing.assert_array_equal(StyleModel.load(path).embed_text(txt), m2.embed_text(txt))
     e = m2.embed_text("disco funk")
     assert e.shape == (16,) and abs(np.linalg.norm(e) - 1) < 1e-5
     assert not np.allclose(m2.embed_text("disco funk"), StyleModel.load(path, seed=1).embed_text("disco funk"))
     plain = StyleModel.load(path, use_mapper=False)
-    np.testing.assert_allclose(plain.embed_text("rock"), m.text_embeddings(["rock"])[0], atol=1e-6)
+    np.testing.assert_allclose(plain.embed_text("rock"), m2.text_embeddings(["rock"])[0], atol=1e-6)
     toks = m2.tokenize(e)
     assert len(toks) == 12 and all(0 <= t < 8 for t in toks)
     with pytest.raises(ConfigError, match="16-d"):

@@ -53,7 +53,7 @@ def test_pmf_one_step_lands_on_the_conditioned_mode():
     for _ in range(250):
         k = torch.randint(0, 2, (64,))
         x = torch.nn.functional.normalize(modes[k] + 0.05 * torch.randn(64, d), dim=-1)
-        loss = pmf_loss(net, x, conds[k])
+        loss, _ = pmf_loss(net, x, conds[k])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -75,11 +75,12 @@ def seeded_noise(seed: int, dim: int) -> np.ndarray:
     return np.random.RandomState(seed).randn(dim).astype(np.float32)
 
 
-def pmf_loss(net: Mapper, x: torch.Tensor, c: torch.Tensor, flow_ratio: float = 0.5) -> torch.Tensor:
+def pmf_loss(net: Mapper, x: torch.Tensor, c: torch.Tensor, flow_ratio: float = 0.5) -> tuple[torch.Tensor, float]:
     """pMF training loss for a batch of audio embeddings x [B, D] (unit norm) and text embeddings c [B, D].
 
     (t, r): t from a logit-normal in [T_MIN, 1]; r = t for `flow_ratio` of the batch (plain flow matching, where
-    u is the instantaneous velocity), else r ~ U(0, t). Loss weighted adaptively (1 / (err + 1e-3)), as MeanFlow does.
+    u is the instantaneous velocity), else r ~ U(0, t). Loss weighted adaptively (1 / (err + 1e-3)), as MeanFlow does,
+    which makes it ~1 whatever the error: the unweighted mean squared error is returned beside it for logs.
     """
     b, d = x.shape
     x = x * math.sqrt(d)
@@ -95,4 +96,4 @@ def pmf_loss(net: Mapper, x: torch.Tensor, c: torch.Tensor, flow_ratio: float = 
     u, dudt = torch.func.jvp(u_fn, (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t)))
     target = (v - (t - r)[:, None] * dudt).detach()
     err = (u - target).pow(2).mean(-1)
-    return (err / (err.detach() + 1e-3)).mean()
+    return (err / (err.detach() + 1e-3)).mean(), float(err.detach().mean())

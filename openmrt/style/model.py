@@ -1,9 +1,9 @@
 """Our own style model behind the `StyleSource` interface: audio and text towers (nets.py), a frozen 12 × 1024 RVQ
 (rvq.py) and, optionally, the pMF text -> audio mapper (mapper.py), all in one safetensors file.
 
-File layout: tensors "audio.*", "text.*", "mapper.*", "rvq.codebooks" [12, 1024, D], "tokenizer.spm" (the
-SentencePiece model bytes as uint8); metadata "config" (StyleConfig JSON), "mapper_config" (MapperConfig JSON, if a
-mapper is present) and free-form "info" (recipe, metrics).
+File layout (float tensors stored as float16): tensors "audio.*", "text.*", "mapper.*", "rvq.codebooks"
+[12, 1024, D], "tokenizer.spm" (the SentencePiece model bytes as uint8); metadata "config" (StyleConfig JSON),
+"mapper_config" (MapperConfig JSON, if a mapper is present) and free-form "info" (recipe, metrics).
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class StyleModel(StyleSource):
         if self.mapper is None:
             raise ConfigError("style model: this model file has no mapper")
         e = np.array(np.atleast_2d(emb), dtype=np.float32)  # a writable copy for torch
-        noise = np.broadcast_to(seeded_noise(self.seed if seed is None else seed, self.dim), e.shape)
-        out = self.mapper.sample(torch.from_numpy(e), torch.from_numpy(np.ascontiguousarray(noise))).numpy()
+        noise = np.tile(seeded_noise(self.seed if seed is None else seed, self.dim), (len(e), 1))
+        out = self.mapper.sample(torch.from_numpy(e), torch.from_numpy(noise)).numpy()
         return out.reshape(np.shape(emb))
 
     def embed_text(self, text: str) -> np.ndarray:
@@ -119,6 +119,9 @@ class StyleModel(StyleSource):
             out |= {f"mapper.{k}": v for k, v in self.mapper.state_dict().items()}
         if self.codebooks is not None:
             out["rvq.codebooks"] = torch.from_numpy(self.codebooks)
+        # float16 on disk halves the shipped file; everything computes in float32 after loading (load_state_dict
+        # casts), and the shipped figures are measured on the loaded file.
+        out = {k: (v.half() if v.is_floating_point() else v) for k, v in out.items()}
         out["tokenizer.spm"] = proto_tensor(self.tokenizer)
         return {k: v.detach().contiguous() for k, v in out.items()}
 
@@ -132,6 +135,7 @@ class StyleModel(StyleSource):
             meta["mapper_config"] = json.dumps(self.mapper.cfg.to_dict())
         tmp = path.with_name(path.name + ".tmp")
         save_file(self.tensors(), str(tmp), metadata=meta)
+        tmp.chmod(0o644)  # readable by everyone once installed as package data
         tmp.replace(path)
         return path
 

@@ -85,14 +85,14 @@ def train(args: argparse.Namespace) -> Path | None:
             g["lr"] = lr
         j = rng.integers(0, len(audio), args.batch)
         k = rng.integers(0, text.shape[1], args.batch)
-        loss = pmf_loss(net, a_t[j], t_t[owner[j], k])
+        loss, mse = pmf_loss(net, a_t[j], t_t[owner[j], k])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         step += 1
         if step % args.log_every == 0:
-            row = {"step": step, "loss": round(loss.item(), 4), "lr": lr}
+            row = {"step": step, "loss": round(loss.item(), 4), "velocity_mse": round(mse, 4), "lr": lr}
             log.write(row)
             print(row, flush=True)
         if time.monotonic() - last_save > args.ckpt_seconds:
