@@ -47,7 +47,9 @@ def test_throttled_generator_drops_are_counted_and_recovered(bundle):
             time.sleep(0.1)  # a frame now takes longer than its 40 ms
         return FrameInput(COND)
 
-    session = Session(bundle, frame_input, buffer_samples=2048)
+    # The largest buffer preset: its 170 ms lead absorbs scheduler jitter on a busy 2-core machine,
+    # and a 1 s stall of 100 ms frames still drains it.
+    session = Session(bundle, frame_input, buffer_samples=8192)
     session.start()
     sink = ClockSink(session.read, block=480, keep=True)
     sink.start(4.0)
