@@ -41,6 +41,8 @@ def test_tiny_model_overfits(data, tmp_path):
     print(f"loss {first:.3f} -> {last:.3f}")
     assert first > 6.0  # ln(1024) = 6.93 at the start
     assert last < 2.5  # learned the codes from the notes
+    ev = rows(tmp_path / "run" / "eval.csv")
+    assert sorted(ev) == list(range(10, 81, 10)) and all(float(r["eval_loss"]) > 0 for r in ev.values())
     assert (tmp_path / "run" / "lm.safetensors").exists()
 
 

@@ -39,6 +39,7 @@ from openmrt.train.common import (
     setup_distributed,
 )
 from openmrt.train.conditioning import Augment, augment
+from openmrt.train.guidance import distill_losses, guided_logits, sample_scales
 
 
 class TokenData:
@@ -60,7 +61,9 @@ class TokenData:
         self.train = self.examples[holdout:]
 
     @staticmethod
-    def batch(pool: list[dict], rng: np.random.Generator, size: int, crop: int, aug: Augment | None) -> dict:
+    def batch(pool: list[dict], rng: np.random.Generator, size: int, crop: int, aug: Augment | None,
+              random_cfg: bool = False) -> dict:
+        """``size`` crops of ``crop`` frames; ``random_cfg`` draws each example's guidance scales (CFG tokens)."""
         lengths = np.array([len(e["tokens"]) for e in pool], dtype=np.float64)
         conds, toks, valid = [], [], []
         for i in rng.choice(len(pool), size=size, p=lengths / lengths.sum()):
@@ -75,8 +78,9 @@ class TokenData:
             drums = np.full(crop, tk.MASKED, np.int64)
             drums[:m] = ex["drums"][s : s + m]
             style = np.full((crop, 12), tk.MASKED, np.int64)  # until shards carry style tokens (style model)
-            cond = augment(style, notes, drums, rng, aug) if aug else np.stack(
-                [tk.make_conditioning(style[t], notes[t], int(drums[t])) for t in range(crop)])
+            cfg = sample_scales(rng) if random_cfg else None
+            cond = augment(style, notes, drums, rng, aug, cfg) if aug else np.stack(
+                [tk.make_conditioning(style[t], notes[t], int(drums[t]), cfg) for t in range(crop)])
             conds.append(cond)
             toks.append(codes)
             valid.append(np.arange(crop) < m)
@@ -135,9 +139,12 @@ def train(args: argparse.Namespace) -> dict:
     if d.world > 1:
         ids = [d.local_rank] if d.device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
+    teacher = None
+    if args.distill_from:  # guidance distillation: match the teacher's CFG-mixed distribution, one row
+        teacher = load_any_lm(args.distill_from).to(d.device).eval().requires_grad_(False)
     data = TokenData(args.data, holdout=args.holdout)
     aug = Augment() if not args.no_augment else None
-    log = CSVLog(out / "log.csv", enabled=d.main)
+    log, eval_log = CSVLog(out / "log.csv", enabled=d.main), CSVLog(out / "eval.csv", enabled=d.main)
     on_gpu = d.device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else torch.autocast("cpu", enabled=False)
     last = {}
@@ -151,9 +158,14 @@ def train(args: argparse.Namespace) -> dict:
         per_level = torch.zeros(12)
         for micro in range(args.accum):
             rng = np.random.default_rng([args.seed, step, d.rank, micro])
-            batch = TokenData.batch(data.train, rng, args.batch, args.crop, aug)
+            batch = TokenData.batch(data.train, rng, args.batch, args.crop, aug, random_cfg=teacher is not None)
             with autocast:
-                losses = level_losses(wrapped, batch, d.device)
+                if teacher is None:
+                    losses = level_losses(wrapped, batch, d.device)
+                else:
+                    cond, toks = batch["cond"].to(d.device), batch["tokens"].to(d.device)
+                    losses = distill_losses(wrapped(cond, toks), guided_logits(teacher, cond, toks),
+                                            batch["valid"].to(d.device))
             (losses.mean() / args.accum).backward()
             per_level += losses.detach().cpu() / args.accum
         torch.nn.utils.clip_grad_norm_(params, args.clip)
@@ -163,9 +175,10 @@ def train(args: argparse.Namespace) -> dict:
             last = {"step": step, "lr": lr, "loss": float(per_level.mean()),
                     **{f"loss_l{q}": float(per_level[q]) for q in range(12)},
                     "sec": round(time.perf_counter() - t0, 2)}
+            log.write(last)
             if data.heldout and (step % args.eval_every == 0 or step == args.steps):
                 last["eval_loss"] = evaluate(model, data.heldout, args, d.device)
-            log.write(last)
+                eval_log.write({"step": step, "eval_loss": last["eval_loss"]})  # own file: fixed header
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in last.items()
                               if not k.startswith("loss_l")}))
         if d.main and (step % args.ckpt_every == 0 or step == stop):
@@ -199,10 +212,12 @@ def evaluate(model: Depthformer, pool: list[dict], args, device) -> float:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="tokenised shard folder (openmrt data tokenize)")
-    p.add_argument("--out", required=True, help="run folder: last.pt, lm.safetensors, log.csv")
+    p.add_argument("--out", required=True, help="run folder: last.pt, lm.safetensors, log.csv, eval.csv")
     p.add_argument("--model", default="demo", help="LM preset for a new model")
     p.add_argument("--init", help="start from these weights: an openmrt LM file, or an official checkpoint "
                    "(then --model mrt2_small / mrt2_base names its size)")
+    p.add_argument("--distill-from", metavar="TEACHER", help="guidance distillation: learn the teacher's batched-CFG "
+                   "distribution from the CFG tokens alone (random scales per example)")
     p.add_argument("--lora", type=int, default=0, metavar="RANK", help="fine-tune LoRA adapters of this rank only")
     p.add_argument("--window", type=int, help="override the attention windows (frames)")
     p.add_argument("--steps", type=int, default=1000)
