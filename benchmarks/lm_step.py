@@ -51,7 +51,8 @@ def main() -> None:
         for size in args.sizes:
             for dt in args.dtypes:
                 r = bench(size, getattr(torch, dt), device, args.frames, args.warmup)
-                print(f"{r['device']:4s} {r['size']:10s} {r['dtype']:8s} p50 {r['p50_ms']:8.2f}  p95 {r['p95_ms']:8.2f}  "
+                print(f"{r['device']:4s} {r['size']:10s} {r['dtype']:8s} p50 {r['p50_ms']:8.2f}  "
+                      f"p95 {r['p95_ms']:8.2f}  "
                       f"p99 {r['p99_ms']:8.2f} ms/frame  RTF {r['rtf_p50']}")
                 rows.append(r)
     write({"benchmark": "lm_step", "machine": machine(), "results": rows}, args.out)
