@@ -55,3 +55,27 @@ def test_bad_arguments_say_what_is_wrong(tmp_path, capsys, args, message):
     assert main(["generate", "--model", "random:tiny", "-o", str(tmp_path / "x.wav"), *args]) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_bundle_folder_with_a_style_model_embeds_prompts(tmp_path):
+    """Our bundle folder (lm + codec + style): ``--prompt`` works without ``--style``; different prompts differ."""
+    import shutil
+
+    from openmrt.codec.checkpoint import save_codec
+    from openmrt.engine.bundle import random_bundle
+    from openmrt.hub import DEMO_DIR
+    from openmrt.lm.checkpoint import save_lm
+
+    b = random_bundle("tiny", "demo", seed=0)
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    save_lm(b.lm, folder / "lm.safetensors")
+    save_codec(b.codec, folder / "codec.safetensors")
+    shutil.copy(DEMO_DIR / "style.safetensors", folder / "style.safetensors")
+    outs = []
+    for prompt in ("disco funk", "ambient pads"):
+        out = tmp_path / f"{prompt}.wav"
+        assert main(["generate", "--model", str(folder), "--seconds", "0.5", "--prompt", prompt, "--seed", "1",
+                     "-o", str(out)]) == 0
+        outs.append(sf.read(out, dtype="float32")[0])
+    assert outs[0].shape == (24000, 2) and not np.array_equal(outs[0], outs[1])

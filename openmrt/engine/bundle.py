@@ -1,4 +1,4 @@
-"""Model bundles: the LM, the codec its tokens belong to, and (later) the style model.
+"""Model bundles: the LM, the codec its tokens belong to, and the style model its style tokens come from.
 
 Tokens from one bundle mean nothing to another, so everything that plays goes through a bundle.
 ``random:LM[+CODEC]`` builds a seeded random-weight bundle (tests, benchmarks, trying the
@@ -146,10 +146,17 @@ def bundle_from_path(path: Path) -> Bundle:
 
 
 def _our_bundle(lm_path: Path, codec_path: Path, name: str) -> Bundle:
+    """Our LM + codec files, and the style model beside them when there is one (the LM was trained on
+    its tokens, so ``--prompt`` needs no ``--style``)."""
     from openmrt.codec.checkpoint import load_codec
     from openmrt.lm.checkpoint import load_lm
 
-    return Bundle(name, load_lm(lm_path), load_codec(codec_path))
+    style = None
+    if lm_path.with_name("style.safetensors").is_file():
+        from openmrt.style import load_style
+
+        style = load_style(str(lm_path.with_name("style.safetensors")))
+    return Bundle(name, load_lm(lm_path), load_codec(codec_path), style)
 
 
 def _official_bundle(ckpt: Path, encoder: Path | None, lm_preset: str, codec_preset: str, name: str) -> Bundle:
