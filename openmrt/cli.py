@@ -16,6 +16,7 @@ MODULES = [
     "openmrt.data.cli",  # data ...
     "openmrt.train.cli",  # train ...
     "openmrt.style.cli",  # style embed, style eval
+    "openmrt.eval.cli",  # eval lm
     "openmrt.hub_cli",  # models list|download|verify
 ]
 

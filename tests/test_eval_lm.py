@@ -1,0 +1,60 @@
+"""LM evaluation judges: hand-worked pitch-class F1, and an oracle 'model' that returns the source
+rendering scores exactly the ceiling (ratio 1) and the drum-stem floor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from openmrt import tokens as tk
+from openmrt.cli import main
+from openmrt.eval.lm import evaluate_lm, heldout_pieces, pitch_class_f1, pitch_class_roll
+
+
+def test_pitch_class_roll_and_f1_by_hand():
+    ref = [(0.0, 0.2, 60), (0.1, 0.3, 64)]  # C in frames 0..4, E in frames 2..7 (25 Hz)
+    roll = pitch_class_roll(ref, 10)
+    assert roll[:, 0].nonzero()[0].tolist() == [0, 1, 2, 3, 4]
+    assert roll[:, 4].nonzero()[0].tolist() == [2, 3, 4, 5, 6, 7]
+    assert pitch_class_f1(ref, ref, 10) == 1.0
+    est = [(0.0, 0.2, 72)]  # C an octave up: same pitch class, 5 of 11 reference cells, no false cell
+    assert pitch_class_f1(ref, est, 10) == pytest.approx(2 * 5 / (11 + 5))
+    assert pitch_class_f1(ref, [(0.0, 0.2, 61)], 10) == 0.0
+    assert pitch_class_f1([], [], 10) == 1.0
+
+
+@pytest.fixture(scope="module")
+def pieces(tmp_path_factory):
+    root = tmp_path_factory.mktemp("heldout")
+    assert main(["data", "compose", "--hours", "0.012", "--out", str(root), "--seed", "5"]) == 0
+    out = heldout_pieces(root, count=2, seconds=4.0)
+    assert out and all(p.notes and p.audio.shape == (4 * 48000, 2) for p in out)
+    return out
+
+
+def test_an_oracle_scores_the_ceiling(pieces):
+    seen = {"piece": -1}
+
+    def oracle(cond: np.ndarray, samples: int) -> np.ndarray:
+        drums_off = int(cond[0, tk.DRUMS]) == 0  # the drums-off twin of the clip just generated
+        if not drums_off:
+            seen["piece"] += 1
+        p = pieces[seen["piece"]]
+        assert samples == len(p.audio)
+        if drums_off:
+            return p.audio - p.drum_audio  # the stem removed: what a perfect drums-off sounds like
+        assert (cond[:, tk.NOTES] == p.states).all()  # the clip's own note states drive generation
+        return p.audio
+
+    out = evaluate_lm(oracle, pieces)
+    assert out["note_clips"] == len(pieces)
+    assert out["onset_f1_ratio"] == pytest.approx(1.0) and out["pitch_class_f1_ratio"] == pytest.approx(1.0)
+    assert 0 < out["onset_f1_ceiling"] <= 1
+    assert out["drum_clips"] == sum(bool(p.drums.any()) for p in pieces) > 0
+    assert out["drums_off_energy_ratio"] == pytest.approx(out["drums_off_energy_floor"])
+    assert out["drums_off_energy_ratio"] < 0.9  # removing the stem removes percussive energy
+
+
+def test_silence_scores_zero(pieces):
+    out = evaluate_lm(lambda cond, n: np.zeros((n, 2), np.float32), pieces)
+    assert out["onset_f1"] == 0.0 and out["pitch_class_f1"] == 0.0 and out["onset_f1_ceiling"] > 0
