@@ -115,6 +115,18 @@ def test_tiny_codec_trains_evaluates_and_resumes_on_the_same_curve(data, tmp_pat
     assert codes.shape == (1, 4, 4)
 
 
+def test_init_from_a_trained_codec(data, tmp_path):
+    assert main(common(data, tmp_path / "a", 4, "--ckpt-every", "4")) == 0
+    src = tmp_path / "a" / "codec.safetensors"
+    assert main(common(data, tmp_path / "c", 1, "--init", str(src), "--lr", "0", "--ckpt-every", "1")) == 0
+    a, c = load_codec(src).state_dict(), load_codec(tmp_path / "c" / "codec.safetensors").state_dict()
+    convs = [k for k in a if not k.startswith("quantizer")]
+    assert convs and all(torch.equal(a[k], c[k]) for k in convs)  # lr 0: exactly the weights it started from
+    log = rows(tmp_path / "c" / "log.csv")
+    assert float(log[1]["commit"]) > 0  # quantized from the first step: the codebook came with the weights
+    assert main(common(data, tmp_path / "d", 1, "--init", str(src), "--width", "0.0625")) == 1  # other width
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume(data, tmp_path):
     out = tmp_path / "k"

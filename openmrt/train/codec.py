@@ -30,14 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openmrt.codec.checkpoint import save_codec
+from openmrt.codec.checkpoint import load_codec, save_codec
 from openmrt.codec.model import FRAME_SAMPLES, SpectroStream
 from openmrt.config import codec_config
 from openmrt.data.shards import load_shard, read_index
-from openmrt.errors import DataError
+from openmrt.errors import ConfigError, DataError
 from openmrt.eval.codec import evaluate_codec, heldout_clips
 from openmrt.train.codec_losses import (
     MultiScaleSTFTDiscriminator,
+    complex_spectral_loss,
     discriminator_loss,
     feature_matching,
     generator_adv_loss,
@@ -138,6 +139,13 @@ def train(args: argparse.Namespace) -> dict:
         dopt = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=0.0)
     step = 0
     ckpt = out / "last.pt"
+    if args.init and not ckpt.exists():  # fine-tune a trained codec: its codebook seeds the EMA statistics
+        init = load_codec(args.init)
+        if init.config.latent_dim != cfg.latent_dim or init.config.width != cfg.width:
+            raise ConfigError(f"--init {args.init}: a {init.config.name} codec (width {init.config.width:g}) does "
+                              f"not fit --model {cfg.name} (width {cfg.width:g})")
+        model.load_state_dict(init.state_dict())
+        learner.seed_from_codebook()
     if ckpt.exists():
         state = load_checkpoint(ckpt)
         model.load_state_dict(state["model"])
@@ -179,8 +187,9 @@ def train(args: argparse.Namespace) -> dict:
         ref = x[:, : y.shape[1]]
         rec = reconstruction_loss(ref, y, args.mel_weight)
         commit = F.mse_loss(z.float(), q["quantized"]) if q is not None else z.new_zeros(())
-        loss = rec["stft"] + rec["mel"] + args.commit_weight * commit
-        row = {"stft": rec["stft"].item(), "mel": rec["mel"].item(), "commit": commit.item()}
+        cplx = complex_spectral_loss(ref, y) if args.complex_weight else commit.new_zeros(())
+        loss = rec["stft"] + rec["mel"] + args.complex_weight * cplx + args.commit_weight * commit
+        row = {"stft": rec["stft"].item(), "mel": rec["mel"].item(), "complex": cplx.item(), "commit": commit.item()}
         if disc is not None and step >= args.adv_start:
             row.update(_adversarial_step(disc, dopt, ref, y, d.world, autocast))
             with autocast:
@@ -239,6 +248,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder: last.pt, codec.safetensors, log.csv")
     p.add_argument("--model", default="demo", help="codec preset (openmrt/config.py CODEC_PRESETS)")
     p.add_argument("--width", type=float, help="override the preset's channel multiplier")
+    p.add_argument("--init", help="start from this trained codec file (same preset), e.g. the shipped demo codec")
     p.add_argument("--levels", type=int, help="RVQ levels to train (default: the preset's token levels, 12)")
     p.add_argument("--steps", type=int, default=2000, help="length of the LR schedule")
     p.add_argument("--batch", type=int, default=8)
@@ -247,6 +257,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--mel-weight", type=float, default=1.0)
+    p.add_argument("--complex-weight", type=float, default=1.0, help="weight of the compressed complex-STFT "
+                   "loss (supervises the phase; 0: magnitude losses only)")
     p.add_argument("--commit-weight", type=float, default=1.0)
     p.add_argument("--quantizer-dropout", type=float, default=0.5, help="share of examples with fewer levels")
     p.add_argument("--ema-decay", type=float, default=0.98)

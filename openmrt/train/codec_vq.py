@@ -105,6 +105,14 @@ class CodebookLearner(nn.Module):
             dist.broadcast(self.embed_sum, 0)
 
     @torch.no_grad()
+    def seed_from_codebook(self) -> None:
+        """Start the EMA from an already trained codebook (fine-tuning): every code counts once."""
+        self.cluster_size.fill_(1.0)
+        self.embed_sum.copy_(self.codebook[: self.levels])
+        self.idle.zero_()
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
     def update(self, out: dict, generator: torch.Generator) -> int:
         """EMA step from ``quantize``'s output; then restarts codes idle ``restart_every`` steps.
 
