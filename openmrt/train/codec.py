@@ -257,7 +257,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--mel-weight", type=float, default=1.0)
-    p.add_argument("--complex-weight", type=float, default=1.0, help="weight of the compressed complex-STFT "
+    p.add_argument("--complex-weight", type=float, default=0.0, help="weight of the compressed complex-STFT "
                    "loss (supervises the phase; 0: magnitude losses only)")
     p.add_argument("--commit-weight", type=float, default=1.0)
     p.add_argument("--quantizer-dropout", type=float, default=0.5, help="share of examples with fewer levels")
