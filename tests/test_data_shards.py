@@ -158,3 +158,43 @@ def test_tokenize_adds_aligned_tokens(reference, tmp_path):
     assert item["tokens"].shape == (25, 12) and "audio" not in item
     with pytest.raises(DataError, match="later issue"):
         load_codec()
+
+
+def test_style_tokens_come_from_the_audio_around_each_hop(reference, tmp_path):
+    """A stand-in style model whose 'tokens' are the length (in frames) of the audio it was given:
+    each 1 s hop gets the 10 s around its middle, clamped to the example; the LM batches read them."""
+    import shutil
+
+    from openmrt.cli import main
+    from openmrt.data.shards import write_index
+    from openmrt.data.tokenize import style_tokenize_folder
+    from openmrt.train.lm import TokenData
+
+    class Lengths:
+        def embed_audio(self, audio):
+            return np.array([len(audio) / 1920.0])
+
+        def tokenize(self, emb):
+            return tuple([int(emb[0])] * 12)
+
+    src, _ = reference
+    out = tmp_path / "style"
+    shutil.copytree(src, out)
+    for extra in sorted(out.glob("shard_*.npz"))[1:]:
+        extra.unlink()
+    write_index(out, read_index(src)["build"])
+    assert style_tokenize_folder(out, Lengths()) == {"tokenized": 1, "already": 0}
+    assert style_tokenize_folder(out, None) == {"tokenized": 0, "already": 1}  # resumable: nothing recomputed
+    shard = load_shard(out / "shard_00000.npz")
+    for i in range(len(shard)):
+        got = shard.example(i)["style_tokens"][:, 0]
+        frames = len(got)
+        for h in range(0, frames, 25):
+            mid = min(h + 12, frames - 1)
+            want = min(frames, mid + 125) - max(0, mid - 125)
+            assert (got[h:h + 25] == want).all(), (i, h)
+    pool = [{"tokens": np.zeros((30, 12), np.int16), "style_tokens": np.arange(360).reshape(30, 12) % 1024,
+             "notes": np.zeros((30, 128), np.int8), "drums": np.zeros(30, np.int8)}]
+    batch = TokenData.batch(pool, np.random.default_rng(0), 1, 30, None)
+    assert (batch["cond"][0, :, :12].numpy() - 7 == pool[0]["style_tokens"]).all()
+    assert main(["data", "style-tokens", str(out), "--style", str(tmp_path / "missing.safetensors")]) == 1

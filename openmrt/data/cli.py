@@ -1,4 +1,4 @@
-"""``openmrt data``: compose, ingest, tokenize, show."""
+"""``openmrt data``: compose, ingest, tokenize, style-tokens, show."""
 
 from __future__ import annotations
 
@@ -36,6 +36,13 @@ def register(sub) -> None:
     p.add_argument("--lm-checkpoint", help="official checkpoints/mrt2_*.safetensors (its RVQ codebook)")
     p.add_argument("--levels", type=int, default=12)
     p.set_defaults(func=_tokenize)
+
+    p = cmds.add_parser("style-tokens", help="add the LM's per-frame style tokens (style model over the audio)")
+    p.add_argument("folder")
+    p.add_argument("--style", default="demo", help="style model: demo (ours), musiccoca (official files) or a file")
+    p.add_argument("--window", type=float, default=10.0, help="seconds of audio around each hop")
+    p.add_argument("--hop", type=int, default=25, help="frames per style update (25 = 1 s)")
+    p.set_defaults(func=_style_tokens)
 
     p = cmds.add_parser("show", help="PNG of one example: spectrogram, piano roll, drum flag")
     p.add_argument("shard", help="a shard_NNNNN.npz file")
@@ -80,6 +87,16 @@ def _tokenize(args: argparse.Namespace) -> int:
     model = load_codec(args.codec, args.encoder, args.lm_checkpoint)
     stats = tokenize_folder(args.folder, model, args.levels, Path(args.codec or args.encoder).name)
     print(f"tokenized {stats['tokenized']} shard(s); {stats['already']} had tokens already")
+    return 0
+
+
+def _style_tokens(args: argparse.Namespace) -> int:
+    from openmrt.data.tokenize import style_tokenize_folder
+    from openmrt.style import load_style
+
+    style = load_style(args.style)
+    stats = style_tokenize_folder(args.folder, style, args.window, args.hop, style.name)
+    print(f"added style tokens to {stats['tokenized']} shard(s); {stats['already']} had them already")
     return 0
 
 

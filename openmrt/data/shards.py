@@ -12,6 +12,7 @@ key             dtype, shape            meaning
 ``offsets``     int64 [n + 1]           example i is frames offsets[i]:offsets[i+1]
 ``meta``        str (JSON)              per-example metadata (caption, style, tempo, ...)
 ``tokens``      int16 [T, 12]           codec tokens, once ``openmrt data tokenize`` ran
+``style_tokens``int16 [T, 12]           style tokens, once ``openmrt data style-tokens`` ran
 ``midi``        uint8 [bytes]           the source MIDI files back to back (composed and
                                         ingested MIDI; empty for audio), split by
 ``midi_offsets``int64 [n + 1]           byte offsets
@@ -70,6 +71,7 @@ class Shard:
     meta: list[dict]
     drum_audio: np.ndarray | None = None
     tokens: np.ndarray | None = None
+    style_tokens: np.ndarray | None = None
     midi: np.ndarray | None = None
     midi_offsets: np.ndarray | None = None
 
@@ -86,6 +88,8 @@ class Shard:
             out["drum_audio"] = self.drum_audio[:, s0:s1]
         if self.tokens is not None:
             out["tokens"] = self.tokens[f0:f1]
+        if self.style_tokens is not None:
+            out["style_tokens"] = self.style_tokens[f0:f1]
         if self.midi is not None:
             out["midi"] = self.midi[self.midi_offsets[i]:self.midi_offsets[i + 1]].tobytes()
         return out
@@ -142,7 +146,7 @@ def load_shard(path: str | Path) -> Shard:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            opt = {k: z[k] for k in ("drum_audio", "tokens", "midi", "midi_offsets") if k in z.files}
+            opt = {k: z[k] for k in ("drum_audio", "tokens", "style_tokens", "midi", "midi_offsets") if k in z.files}
             return Shard(z["audio"], z["notes"], z["drums"], z["offsets"], meta["examples"], **opt)
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"cannot read shard {path}: {e}") from e

@@ -1,5 +1,6 @@
 """Add codec tokens to a shard folder: every example's audio -> 12 SpectroStream levels per 25 Hz
-frame, stored as ``tokens`` int16 [T, 12] next to the labels (frame f of both is the same 40 ms).
+frame, stored as ``tokens`` int16 [T, 12] next to the labels (frame f of both is the same 40 ms);
+and the LM's style input, ``style_tokens`` int16 [T, 12], from a style model over the audio.
 
 Which codec: an openmrt codec checkpoint (``openmrt.codec.checkpoint``; the trained demo codec
 is issue 6's work), or the official SpectroStream encoder with the official LM checkpoint (for the
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from openmrt.data.labels import FRAME_RATE, SAMPLES_PER_FRAME
 from openmrt.data.shards import read_index, write_index
 from openmrt.errors import DataError
 
-__all__ = ["load_codec", "tokenize_folder"]
+__all__ = ["load_codec", "style_tokenize_folder", "tokenize_folder"]
 
 
 def load_codec(codec: str | Path | None = None, encoder: str | Path | None = None,
@@ -42,35 +44,73 @@ def load_codec(codec: str | Path | None = None, encoder: str | Path | None = Non
 def tokenize_folder(folder: str | Path, model, levels: int = 12, codec_name: str = "") -> dict:
     """Encode every shard of ``folder`` that has no tokens yet; returns counts."""
     import torch
+
+    def encode(audio: np.ndarray, frames: int) -> np.ndarray:
+        x = torch.from_numpy(audio.T.astype(np.float32) / 32768.0)[None]
+        with torch.inference_mode():
+            return model.encode(x, levels)[0].numpy()  # [T, levels]
+
+    info = {"codec": codec_name, "levels": levels}
+    done, skipped = _add_per_frame(folder, "tokens", encode, info, "tokenizing")
+    return {"tokenized": done, "already": skipped}
+
+
+def style_tokenize_folder(folder: str | Path, style, window_s: float = 10.0, hop_frames: int = 25,
+                          style_name: str = "") -> dict:
+    """Add ``style_tokens`` int16 [T, 12]: every ``hop_frames`` frames, the style model's 12 tokens of the
+    ``window_s`` seconds of audio centred on that hop (clamped to the example), for the hop's frames.
+
+    This is the LM's style input in training (the paper's "style tokens over the audio around each
+    frame"); the trainer's sticky augmentation then holds a frame's tokens across hops at random.
+    """
+    half = int(round(window_s * FRAME_RATE / 2))
+
+    def tokens(audio: np.ndarray, frames: int) -> np.ndarray:
+        out = np.zeros((frames, 12), np.int16)
+        for h in range(0, frames, hop_frames):
+            mid = min(h + hop_frames // 2, frames - 1)
+            a, b = max(0, mid - half), min(frames, mid + half)
+            clip = audio[:, a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME].T.astype(np.float32) / 32768.0
+            out[h:h + hop_frames] = style.tokenize(style.embed_audio(clip))
+        return out
+
+    info = {"style": style_name, "window_s": window_s, "hop_frames": hop_frames}
+    done, skipped = _add_per_frame(folder, "style_tokens", tokens, info, "style tokens")
+    return {"tokenized": done, "already": skipped}
+
+
+def _add_per_frame(folder: str | Path, key: str, per_example, info: dict, desc: str) -> tuple[int, int]:
+    """Add array ``key`` [T, ...] (``per_example(audio int16 [2, N], frames)``) to every shard lacking it,
+    one shard at a time, atomically (rewrite, then rename): an interrupted run resumes."""
     from tqdm import tqdm
 
     folder = Path(folder)
     index = read_index(folder)
     done = skipped = 0
-    for entry in tqdm(index["shards"], desc="tokenizing", unit="shard"):
+    for entry in tqdm(index["shards"], desc=desc, unit="shard"):
         path = folder / entry["file"]
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        if "tokens" in arrays:
+        if key in arrays:
             skipped += 1
             continue
         offsets, audio = arrays["offsets"], arrays["audio"]
-        tokens = np.zeros((int(offsets[-1]), levels), dtype=np.int16)
+        out = None
         for i in range(len(offsets) - 1):
             f0, f1 = int(offsets[i]), int(offsets[i + 1])
-            x = torch.from_numpy(audio[:, f0 * 1920:f1 * 1920].T.astype(np.float32) / 32768.0)[None]
-            with torch.inference_mode():
-                codes = model.encode(x, levels)[0]  # [T, levels]
-            if codes.shape[0] != f1 - f0:
-                raise DataError(f"codec gave {codes.shape[0]} frames for {f1 - f0} label frames in {path}")
-            tokens[f0:f1] = codes.numpy().astype(np.int16)
+            value = per_example(audio[:, f0 * SAMPLES_PER_FRAME:f1 * SAMPLES_PER_FRAME], f1 - f0)
+            if value.shape[0] != f1 - f0:
+                raise DataError(f"{key}: got {value.shape[0]} frames for {f1 - f0} label frames in {path}")
+            if out is None:
+                out = np.zeros((int(offsets[-1]), *value.shape[1:]), dtype=np.int16)
+            out[f0:f1] = value.astype(np.int16)
         meta = json.loads(str(arrays["meta"]))
-        meta["tokens"] = {"codec": codec_name, "levels": levels}
-        arrays.update(tokens=tokens, meta=np.array(json.dumps(meta)))
+        meta[key] = info
+        arrays.update({key: out, "meta": np.array(json.dumps(meta))})
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
         done += 1
-    write_index(folder, {**index["build"], "tokens": {"codec": codec_name, "levels": levels}})
-    return {"tokenized": done, "already": skipped}
+    write_index(folder, {**index["build"], key: info})
+    return done, skipped

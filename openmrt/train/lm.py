@@ -54,7 +54,7 @@ class TokenData:
                 ex = shard.example(i)
                 if "tokens" not in ex:
                     raise DataError(f"{root / s['file']} has no tokens: run `openmrt data tokenize {root}` first")
-                self.examples.append({k: ex[k] for k in ("tokens", "notes", "drums")})
+                self.examples.append({k: ex[k] for k in ("tokens", "style_tokens", "notes", "drums") if k in ex})
         if len(self.examples) <= holdout:
             raise DataError(f"{root}: {len(self.examples)} examples, need more than the {holdout} held out")
         self.heldout = self.examples[:holdout]
@@ -77,7 +77,9 @@ class TokenData:
             notes[:m] = ex["notes"][s : s + m]
             drums = np.full(crop, tk.MASKED, np.int64)
             drums[:m] = ex["drums"][s : s + m]
-            style = np.full((crop, 12), tk.MASKED, np.int64)  # until shards carry style tokens (style model)
+            style = np.full((crop, 12), tk.MASKED, np.int64)  # masked where the shards carry no style tokens
+            if "style_tokens" in ex:
+                style[:m] = ex["style_tokens"][s : s + m]
             cfg = sample_scales(rng) if random_cfg else None
             cond = augment(style, notes, drums, rng, aug, cfg) if aug else np.stack(
                 [tk.make_conditioning(style[t], notes[t], int(drums[t]), cfg) for t in range(crop)])
