@@ -79,7 +79,7 @@ def test_cli_show_and_clear_errors(tmp_path, capsys):
     assert main(["data", "ingest", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 1
     assert "is not a folder" in capsys.readouterr().err
     assert main(["data", "tokenize", str(tmp_path)]) == 1
-    assert "later issue" in capsys.readouterr().err
+    assert "needs --codec" in capsys.readouterr().err
     assert main(["data", "tokenize", str(tmp_path), "--codec", str(tmp_path / "c.safetensors")]) == 1
     assert "not found" in capsys.readouterr().err
     assert main(["data", "show", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "x.png")]) == 1

@@ -129,7 +129,7 @@ def test_crop_dataset_aligns_audio_labels(reference):
 
 def test_tokenize_adds_aligned_tokens(reference, tmp_path):
     """The plumbing with a randomly initialised narrow codec (real weights: the official encoder
-    file or, later, our own codec); only shapes and alignment are checked here."""
+    file or our demo codec); only shapes and alignment are checked here."""
     import shutil
 
     import torch
@@ -156,7 +156,7 @@ def test_tokenize_adds_aligned_tokens(reference, tmp_path):
     assert shard.tokens.shape == (shard.notes.shape[0], 12) and shard.tokens.min() >= 0 and shard.tokens.max() < 1024
     item = next(iter(CropDataset(out, crop_frames=25, audio=False)))
     assert item["tokens"].shape == (25, 12) and "audio" not in item
-    with pytest.raises(DataError, match="later issue"):
+    with pytest.raises(DataError, match="--codec"):
         load_codec()
 
 

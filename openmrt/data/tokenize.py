@@ -2,9 +2,8 @@
 frame, stored as ``tokens`` int16 [T, 12] next to the labels (frame f of both is the same 40 ms);
 and the LM's style input, ``style_tokens`` int16 [T, 12], from a style model over the audio.
 
-Which codec: an openmrt codec checkpoint (``openmrt.codec.checkpoint``; the trained demo codec
-is issue 6's work), or the official SpectroStream encoder with the official LM checkpoint (for the
-RVQ codebook).
+Which codec: an openmrt codec checkpoint (``openmrt.codec.checkpoint``, e.g. the shipped demo
+codec), or the official SpectroStream encoder with the official LM checkpoint (for the RVQ codebook).
 Shards gain their tokens one at a time, atomically (rewrite, then rename), so a run can be resumed.
 """
 
@@ -33,8 +32,8 @@ def load_codec(codec: str | Path | None = None, encoder: str | Path | None = Non
     if codec is not None:
         return load_own(codec)
     if encoder is None or lm_checkpoint is None:
-        raise DataError("tokenising needs --codec (an openmrt codec checkpoint; our demo codec is trained by a "
-                        "later issue, issue 6, and not shipped yet) or both --encoder and --lm-checkpoint "
+        raise DataError("tokenising needs --codec (an openmrt codec checkpoint, e.g. the demo codec "
+                        "openmrt/assets/demo/codec.safetensors) or both --encoder and --lm-checkpoint "
                         "(the official MRT2 encoder.safetensors and mrt2_*.safetensors)")
     model = SpectroStream()
     load_official(model, lm_checkpoint, encoder)
