@@ -37,7 +37,7 @@ class Bundle:
         return self
 
 
-def random_bundle(lm: str = "tiny", codec: str = "narrow", seed: int = 0) -> Bundle:
+def random_bundle(lm: str = "tiny", codec: str = "demo", seed: int = 0) -> Bundle:
     """A bundle with seeded random weights (no files needed)."""
     gen = torch.Generator().manual_seed(seed)
     model = Depthformer(lm_config(lm))
@@ -75,7 +75,7 @@ def load_bundle(spec: str, seed: int = 0) -> Bundle:
     if spec.startswith("random"):
         _, _, rest = spec.partition(":")
         lm, _, codec = (rest or "tiny").partition("+")
-        return random_bundle(lm or "tiny", codec or "narrow", seed)
+        return random_bundle(lm or "tiny", codec or "demo", seed)
     specs = hub.registry()
     if spec in specs:
         return bundle_from_spec(specs[spec])
