@@ -26,17 +26,31 @@ def bundle():
     return random_bundle("tiny", "demo", seed=0)  # the ⅛-width codec we play on CPUs
 
 
+REAL_TIME = """
+from openmrt import tokens as tk
+from openmrt.engine.bundle import random_bundle
+from openmrt.engine.session import FrameInput, Session
+from openmrt.engine.sink import ClockSink
+cond = tk.make_conditioning(style=list(range(12)), notes=[0] * 128, drums=1)
+session = Session(random_bundle("tiny", "demo", seed=0), lambda: FrameInput(cond), buffer_samples=4096)
+session.start()
+ClockSink(session.read, block=480).play(30.0)
+session.stop()
+st = session.stats()
+print(st.frames, st.dropped_samples, round(st.compute_ms_p50, 1), round(st.compute_ms_p99, 1))
+"""
+
+
 @pytest.mark.slow
-def test_thirty_seconds_real_time_no_drops(bundle):
-    session = Session(bundle, lambda: FrameInput(COND), buffer_samples=4096)
-    session.start()
-    sink = ClockSink(session.read, block=480)
-    sink.play(30.0)
-    session.stop()
-    st = session.stats()
-    print(st)
-    assert st.frames >= 30 * 25
-    assert st.dropped_samples == 0, st
+def test_thirty_seconds_real_time_no_drops():
+    """30 s at real-time pace into a virtual sink, in a fresh process as a player runs (inside the
+    test process, thread pools and servers other tests leave behind share the two cores)."""
+    out = subprocess.run([sys.executable, "-c", REAL_TIME], capture_output=True, text=True, check=True,
+                         timeout=120).stdout.split()
+    frames, dropped, p50, p99 = int(out[0]), int(out[1]), float(out[2]), float(out[3])
+    print(f"frames {frames}, dropped samples {dropped}, compute ms p50 {p50} p99 {p99}")
+    assert frames >= 30 * 25
+    assert dropped == 0
 
 
 def test_throttled_generator_drops_are_counted_and_recovered(bundle):
