@@ -24,10 +24,15 @@ def test_pitch_class_roll_and_f1_by_hand():
 
 
 @pytest.fixture(scope="module")
-def pieces(tmp_path_factory):
+def heldout(tmp_path_factory):
     root = tmp_path_factory.mktemp("heldout")
     assert main(["data", "compose", "--hours", "0.012", "--out", str(root), "--seed", "5"]) == 0
-    out = heldout_pieces(root, count=2, seconds=4.0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pieces(heldout):
+    out = heldout_pieces(heldout, count=2, seconds=4.0)
     assert out and all(p.notes and p.audio.shape == (4 * 48000, 2) for p in out)
     return out
 
@@ -58,3 +63,15 @@ def test_an_oracle_scores_the_ceiling(pieces):
 def test_silence_scores_zero(pieces):
     out = evaluate_lm(lambda cond, n: np.zeros((n, 2), np.float32), pieces)
     assert out["onset_f1"] == 0.0 and out["pitch_class_f1"] == 0.0 and out["onset_f1_ceiling"] > 0
+
+
+def test_cli_on_a_random_bundle(heldout, tmp_path):
+    import json
+
+    out = tmp_path / "eval.json"
+    assert main(["eval", "lm", "--model", "random:tiny", "--data", str(heldout), "--clips", "1", "--seconds", "2",
+                 "--no-style", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text(), parse_constant=pytest.fail)  # strict JSON: a NaN figure is null
+    assert figures["pieces"] == 1 and 0 <= figures["onset_f1"] <= 1 and figures["onset_f1_ceiling"] > 0
+    assert "style_top1" not in figures
+    assert main(["eval", "lm", "--model", "random:tiny", "--data", str(tmp_path / "none")]) == 1
