@@ -11,4 +11,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="evaluate models on held-out data").add_subparsers(dest="what", required=True)
     p = e.add_parser("lm", help="note-onset and pitch-class F1 vs ceiling, drums-off ratio, style top-1")
     lm.add_arguments(p)
-    p.set_defaults(func=lambda args: lm.run(args) and 0)
+    p.set_defaults(func=_lm)
+
+
+def _lm(args: argparse.Namespace) -> int:
+    from openmrt.eval import lm
+
+    lm.run(args)
+    return 0

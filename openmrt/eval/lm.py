@@ -147,11 +147,10 @@ def bundle_generator(bundle, seed: int = 0, temperature: float = 1.3, top_k: int
     return generate
 
 
-def conditioning(piece: Piece, style: tuple[int, ...] | None, drums: bool | None, notes: bool = True) -> np.ndarray:
+def conditioning(piece: Piece, style: tuple[int, ...] | None, drums: bool | None) -> np.ndarray:
     """[T, 144] raw conditioning for a piece: its note states (Auto-Strum off), a drums flag (None: masked)."""
     flag = tk.MASKED if drums is None else int(drums)
-    return np.stack([tk.make_conditioning(style, piece.states[t] if notes else None, flag)
-                     for t in range(len(piece.states))])
+    return np.stack([tk.make_conditioning(style, piece.states[t], flag) for t in range(len(piece.states))])
 
 
 def evaluate_lm(generate: Generate, pieces: list[Piece], style_model=None, style_seconds: float = 8.0,
@@ -200,11 +199,12 @@ def _style_names() -> list[str]:
 def style_top1(generate: Generate, style_model, styles: list[str], seconds: float) -> dict:
     """Generate each style from its name alone; classify the audio's embedding among the names' embeddings."""
     samples = int(round(seconds * FRAME_RATE)) * SAMPLES_PER_FRAME
-    texts = np.stack([style_model.embed_text(s) for s in styles])
-    texts /= np.linalg.norm(texts, axis=1, keepdims=True)
+    raw = [style_model.embed_text(s) for s in styles]
+    texts = np.stack(raw) / np.linalg.norm(np.stack(raw), axis=1, keepdims=True)
     hits, confusion = [], {}
     for i, s in enumerate(styles):
-        cond = np.stack([tk.make_conditioning(style_model.tokens_for([(s, 1.0)]))] * (samples // SAMPLES_PER_FRAME))
+        tokens = style_model.tokenize(raw[i])  # = tokens_for([(s, 1.0)]), without embedding the text again
+        cond = np.stack([tk.make_conditioning(tokens)] * (samples // SAMPLES_PER_FRAME))
         emb = style_model.embed_audio(generate(cond, samples))
         guess = int(np.argmax(texts @ (emb / np.linalg.norm(emb))))
         hits.append(guess == i)
