@@ -86,3 +86,21 @@ def test_torchrun_two_processes(data, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(rows(tmp_path / "ddp" / "log.csv")) == [1, 2, 3, 4]
     assert (tmp_path / "ddp" / "lm.safetensors").exists()
+
+
+def test_resume_reads_position_keyed_optimizer_state(data, tmp_path):
+    """Checkpoints written before optimizer state was keyed by parameter name still resume exactly."""
+    assert main(common(data, tmp_path / "a", 6, "--ckpt-every", "3")) == 0
+    assert main(common(data, tmp_path / "b", 6, "--ckpt-every", "3", "--stop-after", "3")) == 0
+    ck = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    (group,) = ck["optimizer"]["param_groups"]
+    names = group["params"]
+    assert all(isinstance(n, str) for n in names) and set(ck["optimizer"]["state"]) == set(names)
+    ck["optimizer"] = {"state": {i: ck["optimizer"]["state"][n] for i, n in enumerate(names)},
+                       "param_groups": [{**group, "params": list(range(len(names)))}]}  # optimizer.state_dict()
+    torch.save(ck, tmp_path / "b" / "last.pt")
+    assert main(common(data, tmp_path / "b", 6, "--ckpt-every", "3")) == 0
+    a, b = rows(tmp_path / "a" / "log.csv"), rows(tmp_path / "b" / "log.csv")
+    for s in range(4, 7):
+        assert float(a[s]["loss"]) == pytest.approx(float(b[s]["loss"]), abs=1e-5), s
+

@@ -4,6 +4,8 @@ the learning-rate schedule and CSV logs.
 Checkpoints are one ``torch.save`` file holding model, optimizer and scheduler state, the step,
 the data position and every random generator's state, written to a temporary name and renamed,
 so a kill at any moment leaves either the previous checkpoint or the new one, never half a file.
+``full_state``/``load_full_state`` move model and optimizer state in and out of a plain, DDP or
+FSDP-sharded model as full (unsharded) CPU state dicts, so one file resumes under any of them.
 """
 
 from __future__ import annotations
@@ -83,6 +85,35 @@ def save_checkpoint(path: str | Path, **state) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(out, tmp)
     os.replace(tmp, path)
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Full (unsharded) model and optimizer state dicts on CPU, on rank 0 (empty dicts on the other ranks).
+
+    A collective under FSDP (the shards are gathered): every rank must call it. The optimizer's
+    per-parameter state is keyed by parameter name, not by position."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_sd: dict, optim_sd: dict) -> None:
+    """Load full state dicts (every rank passes the whole of them) into a plain or FSDP-sharded model, each rank
+    keeping its own shard. Optimizer state saved by ``optimizer.state_dict()`` (keyed by position, as checkpoints
+    were written before ``full_state``) is renamed first; that assumes the optimizer was built on the model's
+    trainable parameters in ``named_parameters`` order."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    ids = [i for g in optim_sd["param_groups"] for i in g["params"]]
+    if ids and not isinstance(ids[0], str):
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        if len(names) != len(ids):
+            raise CheckpointError(f"optimizer state for {len(ids)} parameters, the model trains {len(names)}")
+        name = dict(zip(ids, names, strict=True))
+        optim_sd = {"state": {name[i]: v for i, v in optim_sd["state"].items()},
+                    "param_groups": [{**g, "params": [name[i] for i in g["params"]]} for g in optim_sd["param_groups"]]}
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
+                   options=StateDictOptions(full_state_dict=True))
 
 
 def load_checkpoint(path: str | Path) -> dict:

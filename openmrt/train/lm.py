@@ -6,7 +6,8 @@
 Batches are a pure function of (seed, step, rank): resuming needs no data-loader state and
 continues the exact same stream, and every rank draws its own crops. Checkpoints (model,
 optimizer, step, RNG) are written atomically every ``--ckpt-every`` steps to RUN/last.pt;
-rerunning the same command resumes from it. Loss: cross-entropy per RVQ level over that
+rerunning the same command resumes from it (model and optimizer state are full state dicts, the
+optimizer's keyed by parameter name). Loss: cross-entropy per RVQ level over that
 level's 1024 ids (the sampler's support), reported per level in RUN/log.csv.
 """
 
@@ -33,7 +34,9 @@ from openmrt.train.common import (
     CSVLog,
     cleanup_distributed,
     cosine_lr,
+    full_state,
     load_checkpoint,
+    load_full_state,
     save_checkpoint,
     set_rng_state,
     setup_distributed,
@@ -131,8 +134,7 @@ def train(args: argparse.Namespace) -> dict:
     ckpt = out / "last.pt"
     if ckpt.exists():
         state = load_checkpoint(ckpt)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        load_full_state(model, opt, state["model"], state["optimizer"])
         step = int(state["step"])
         set_rng_state(state["rng"])
         if d.main:
@@ -183,9 +185,11 @@ def train(args: argparse.Namespace) -> dict:
                 eval_log.write({"step": step, "eval_loss": last["eval_loss"]})  # own file: fixed header
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in last.items()
                               if not k.startswith("loss_l")}))
-        if d.main and (step % args.ckpt_every == 0 or step == stop):
-            save_checkpoint(ckpt, model=model, optimizer=opt, step=step)
-            export(model, out, step, lora=bool(args.lora))
+        if step % args.ckpt_every == 0 or step == stop:
+            model_sd, optim_sd = full_state(model, opt)  # every rank calls it (a collective when sharded)
+            if d.main:
+                save_checkpoint(ckpt, model=model_sd, optimizer=optim_sd, step=step)
+                export(model, out, step, lora=bool(args.lora))
     cleanup_distributed()
     return last
 
