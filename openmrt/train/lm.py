@@ -2,13 +2,16 @@
 
     openmrt train lm --data SHARDS --out RUN [--model demo] [--steps N] [--batch B] [--crop F]
     torchrun --nproc_per_node 2 -m openmrt.cli train lm ...      (DDP; gloo on CPU, nccl on GPU)
+    torchrun --nproc_per_node 2 -m openmrt.cli train lm --fsdp ...   (FSDP2: parameters, gradients and
+                                                                      optimizer state sharded)
 
 Batches are a pure function of (seed, step, rank): resuming needs no data-loader state and
 continues the exact same stream, and every rank draws its own crops. Checkpoints (model,
 optimizer, step, RNG) are written atomically every ``--ckpt-every`` steps to RUN/last.pt;
-rerunning the same command resumes from it (model and optimizer state are full state dicts, the
-optimizer's keyed by parameter name). Loss: cross-entropy per RVQ level over that
-level's 1024 ids (the sampler's support), reported per level in RUN/log.csv.
+rerunning the same command resumes from it. The checkpoint holds full (unsharded) state dicts
+whether or not the run is sharded, so a --fsdp run resumes with or without --fsdp. Loss:
+cross-entropy per RVQ level over that level's 1024 ids (the sampler's support), reported per
+level in RUN/log.csv.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 from openmrt import tokens as tk
 from openmrt.config import lm_config
 from openmrt.data.shards import load_shard, read_index
-from openmrt.errors import DataError
+from openmrt.errors import ConfigError, DataError
 from openmrt.lm.checkpoint import init_weights, load_any_lm, save_lm
 from openmrt.lm.lora import apply_lora, lora_state_dict, merge_lora
 from openmrt.lm.model import Depthformer
@@ -103,6 +107,32 @@ def level_losses(model: torch.nn.Module, batch: dict, device: torch.device) -> t
     return (ce * w).sum((0, 1)) / w.sum((0, 1)).clamp(min=1)
 
 
+def shard(model: Depthformer, device: torch.device, world: int) -> Depthformer:
+    """FSDP2 in place: one unit per temporal and per depth block, the root holding the rest (conditioning encoder,
+    embeddings, depth adapter, output layer). Parameters stay f32 (bf16 comes from autocast, as under DDP)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    # The root returns training_logits(...).view(...); nothing modifies it in place, so FSDP's warning is moot.
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    mesh = init_device_mesh(device.type, (world,))
+    for block in (*model.temporal, *model.depth):
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    register_fsdp_forward_method(model, "training_logits")  # what training, evaluation and guidance call
+    return model
+
+
+def _plain(cfg, model_sd: dict, lora: int) -> Depthformer:
+    """An unsharded CPU model holding ``model_sd`` (built on the meta device: no second initialisation)."""
+    with torch.device("meta"):
+        model = Depthformer(cfg)
+        if lora:
+            apply_lora(model, rank=lora, alpha=2.0 * lora)
+    model.load_state_dict(model_sd, assign=True)
+    return model
+
+
 class _Train(torch.nn.Module):
     """DDP wraps ``forward``: route it to the level-slice training logits."""
 
@@ -116,6 +146,8 @@ class _Train(torch.nn.Module):
 
 def train(args: argparse.Namespace) -> dict:
     d = setup_distributed(args.device)
+    if args.fsdp and not torch.distributed.is_initialized():
+        raise ConfigError("--fsdp shards the model across processes: launch with torchrun")
     out = Path(args.out)
     torch.manual_seed(args.seed)
     if args.init:
@@ -127,8 +159,12 @@ def train(args: argparse.Namespace) -> dict:
         model = init_weights(Depthformer(cfg), args.seed)
     if args.lora:
         apply_lora(model, rank=args.lora, alpha=2.0 * args.lora)
-    model.to(d.device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    if args.fsdp:
+        shard(model, d.device, d.world)  # moves each unit to the device as it shards it
+    else:
+        model.to(d.device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]  # the local shards under FSDP
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     step = 0
     ckpt = out / "last.pt"
@@ -140,12 +176,13 @@ def train(args: argparse.Namespace) -> dict:
         if d.main:
             print(f"resuming {ckpt} at step {step}")
     wrapped = _Train(model)
-    if d.world > 1:
+    if d.world > 1 and not args.fsdp:
         ids = [d.local_rank] if d.device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
     teacher = None
     if args.distill_from:  # guidance distillation: match the teacher's CFG-mixed distribution, one row
-        teacher = load_any_lm(args.distill_from).to(d.device).eval().requires_grad_(False)
+        teacher = load_any_lm(args.distill_from).eval().requires_grad_(False)
+        teacher = shard(teacher, d.device, d.world) if args.fsdp else teacher.to(d.device)
     data = TokenData(args.data, holdout=args.holdout)
     aug = Augment() if not args.no_augment else None
     log, eval_log = CSVLog(out / "log.csv", enabled=d.main), CSVLog(out / "eval.csv", enabled=d.main)
@@ -175,21 +212,26 @@ def train(args: argparse.Namespace) -> dict:
         torch.nn.utils.clip_grad_norm_(params, args.clip)
         opt.step()
         step += 1
-        if d.main and (step % args.log_every == 0 or step == args.steps):
+        log_now = step % args.log_every == 0 or step == args.steps
+        eval_now = log_now and bool(data.heldout) and (step % args.eval_every == 0 or step == args.steps)
+        if d.main and log_now:
             last = {"step": step, "lr": lr, "loss": float(per_level.mean()),
                     **{f"loss_l{q}": float(per_level[q]) for q in range(12)},
                     "sec": round(time.perf_counter() - t0, 2)}
             log.write(last)
-            if data.heldout and (step % args.eval_every == 0 or step == args.steps):
-                last["eval_loss"] = evaluate(model, data.heldout, args, d.device)
-                eval_log.write({"step": step, "eval_loss": last["eval_loss"]})  # own file: fixed header
+        if eval_now and (d.main or args.fsdp):  # every rank runs a sharded model's forward
+            eval_loss = evaluate(model, data.heldout, args, d.device)
+            if d.main:
+                last["eval_loss"] = eval_loss
+                eval_log.write({"step": step, "eval_loss": eval_loss})  # own file: fixed header
+        if d.main and log_now:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in last.items()
                               if not k.startswith("loss_l")}))
         if step % args.ckpt_every == 0 or step == stop:
-            model_sd, optim_sd = full_state(model, opt)  # every rank calls it (a collective when sharded)
+            model_sd, optim_sd = full_state(model, opt)  # gathers the shards under FSDP: every rank calls it
             if d.main:
                 save_checkpoint(ckpt, model=model_sd, optimizer=optim_sd, step=step)
-                export(model, out, step, lora=bool(args.lora))
+                export(_plain(model.cfg, model_sd, args.lora) if args.fsdp else model, out, step, lora=bool(args.lora))
     cleanup_distributed()
     return last
 
@@ -238,6 +280,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard parameters, gradients and optimizer "
+                   "state across the processes (FSDP2, one unit per transformer block) instead of DDP")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--ckpt-every", type=int, default=100)
