@@ -32,6 +32,7 @@ from torch import nn
 
 from openmrt.codec.checkpoint import load_codec, save_codec
 from openmrt.codec.model import FRAME_SAMPLES, SpectroStream
+from openmrt.codec.stft import istft
 from openmrt.config import codec_config
 from openmrt.data.shards import load_shard, read_index
 from openmrt.errors import ConfigError, DataError
@@ -41,7 +42,9 @@ from openmrt.train.codec_losses import (
     complex_spectral_loss,
     discriminator_loss,
     feature_matching,
+    frame_spectrum_loss,
     generator_adv_loss,
+    phase_derivative_loss,
     reconstruction_loss,
 )
 from openmrt.train.codec_vq import CodebookLearner
@@ -91,16 +94,20 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.codec, self.learner = codec, learner
 
-    def forward(self, audio: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
-        """[B, N, 2], keep [B] -> (decoded [B, N − 1920, 2], latents z [B, K, D], quantizer output).
-
-        Before the codebook is initialised the latents pass unquantized (output None).
+    def forward(self, audio: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                        dict | None]:
+        """[B, N, 2], keep [B] -> (decoded [B, N − 1920, 2], its STFT frames [B, 4, T, 480], latents z [B, K, D],
+        quantizer output). Before the codebook is initialised the latents pass unquantized (output None).
         """
         z = self.codec.encode_latents(audio)
-        if not bool(self.learner.initialised):
-            return self.codec.decode_latents(z), z, None
-        st, out = self.learner.quantize(z.float(), keep)
-        return self.codec.decode_latents(st.to(z.dtype)), z, out
+        out = None
+        if bool(self.learner.initialised):
+            st, out = self.learner.quantize(z.float(), keep)
+            z_dec = st.to(z.dtype)
+        else:
+            z_dec = z
+        spec = self.codec.decoder_spectrogram(z_dec)
+        return istft(spec), spec, z, out
 
 
 def _keep_levels(rng: np.random.Generator, batch: int, levels: int, p: float) -> torch.Tensor:
@@ -183,13 +190,17 @@ def train(args: argparse.Namespace) -> dict:
         x = data.batch(rng, args.batch, args.crop * FRAME_SAMPLES).to(d.device)
         keep = _keep_levels(rng, args.batch, levels, args.quantizer_dropout).to(d.device)
         with autocast:
-            y, z, q = net(x, keep)
+            y, spec, z, q = net(x, keep)
         ref = x[:, : y.shape[1]]
         rec = reconstruction_loss(ref, y, args.mel_weight)
         commit = F.mse_loss(z.float(), q["quantized"]) if q is not None else z.new_zeros(())
         cplx = complex_spectral_loss(ref, y) if args.complex_weight else commit.new_zeros(())
-        loss = rec["stft"] + rec["mel"] + args.complex_weight * cplx + args.commit_weight * commit
-        row = {"stft": rec["stft"].item(), "mel": rec["mel"].item(), "complex": cplx.item(), "commit": commit.item()}
+        phase = phase_derivative_loss(ref, y) if args.phase_weight else commit.new_zeros(())
+        frame = frame_spectrum_loss(ref, spec) if args.frame_weight else commit.new_zeros(())
+        loss = (rec["stft"] + rec["mel"] + args.complex_weight * cplx + args.phase_weight * phase
+                + args.frame_weight * frame + args.commit_weight * commit)
+        row = {"stft": rec["stft"].item(), "mel": rec["mel"].item(), "complex": cplx.item(), "phase": phase.item(),
+               "frame": frame.item(), "commit": commit.item()}
         if disc is not None and step >= args.adv_start:
             row.update(_adversarial_step(disc, dopt, ref, y, d.world, autocast))
             with autocast:
@@ -239,7 +250,7 @@ def _adversarial_step(disc, dopt, ref: torch.Tensor, y: torch.Tensor, world: int
                 p.grad /= world
     dopt.step()
     dopt.zero_grad(set_to_none=True)  # the generator pass must not leave stale gradients behind
-    return {"disc": float(loss)}
+    return {"disc": loss.item()}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -259,6 +270,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mel-weight", type=float, default=1.0)
     p.add_argument("--complex-weight", type=float, default=0.0, help="weight of the compressed complex-STFT "
                    "loss (supervises the phase; 0: magnitude losses only)")
+    p.add_argument("--phase-weight", type=float, default=0.0, help="weight of the phase-derivative loss "
+                   "(instantaneous frequency and group delay: makes partials tones, not a wash)")
+    p.add_argument("--frame-weight", type=float, default=0.0, help="weight of the decoder-frame magnitude loss "
+                   "(keeps the decoder from loud frames that cancel in the overlap-add)")
     p.add_argument("--commit-weight", type=float, default=1.0)
     p.add_argument("--quantizer-dropout", type=float, default=0.5, help="share of examples with fewer levels")
     p.add_argument("--ema-decay", type=float, default=0.98)
