@@ -8,6 +8,8 @@ import pytest
 
 from openmrt import tokens as tk
 from openmrt.cli import main
+from openmrt.data.heldout import heldout_clips, midi_bytes_notes
+from openmrt.data.shards import load_shard
 from openmrt.eval.lm import evaluate_lm, heldout_pieces, pitch_class_f1, pitch_class_roll
 
 
@@ -35,6 +37,18 @@ def pieces(heldout):
     out = heldout_pieces(heldout, count=2, seconds=4.0)
     assert out and all(p.notes and p.audio.shape == (4 * 48000, 2) for p in out)
     return out
+
+
+def test_pieces_are_the_shared_loaders_first_window_after_the_intro(heldout, pieces):
+    windows = {c.name: c for c in heldout_clips(heldout, 0, 4.0, skip_seconds=2.0)}  # count 0: all of them
+    for p in pieces:
+        shard, rest = p.name.split("#")
+        i, f0 = map(int, rest.split("@"))
+        assert f0 == 50 and p.has_midi
+        w = windows[p.name]
+        assert (w.audio == p.audio).all() and (w.states == p.states).all() and w.notes == p.notes
+        midi = load_shard(heldout / shard).example(i)["midi"]
+        assert p.notes == [(a - 2.0, b - 2.0, k) for a, b, k in midi_bytes_notes(midi) if 2.0 <= a < 6.0]
 
 
 def test_an_oracle_scores_the_ceiling(pieces):

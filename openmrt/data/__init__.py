@@ -5,5 +5,5 @@ drum and style labels. See docs/data.md.
 Modules: ``theory``/``drums``/``parts``/``styles``/``compose`` (the composer), ``render``
 (FluidSynth), ``labels`` (frame labels and captions), ``transcribe`` (basic-pitch and the drum
 detector), ``shards`` (on-disk format), ``pipeline`` (parallel builds), ``dataset`` (PyTorch
-crops), ``show`` (pictures), ``cli`` (``openmrt data ...``).
+crops), ``heldout`` (the fixed evaluation clips), ``show`` (pictures), ``cli`` (``openmrt data ...``).
 """

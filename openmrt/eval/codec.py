@@ -7,10 +7,9 @@ definitions as its losses (openmrt/train/codec.py), so a logged loss and a repor
 
 Onset F1. Decoded (and, as the ceiling, original) audio is transcribed by basic-pitch
 (openmrt/data/transcribe.py) and scored with ``mir_eval.transcription`` against the notes of the
-source MIDI: 50 ms onset tolerance, pitch within 50 cents, offsets ignored. The source MIDI is
-the one the shard keeps (``midi``), or, for composed shards built before shards kept it,
-regenerated from the build plan (composition is a pure function of style, seed and length);
-shards with neither fall back to their 25 Hz onset labels, placed mid-frame (at most 20 ms off).
+source MIDI: 50 ms onset tolerance, pitch within 50 cents, offsets ignored. The clips and their
+source notes come from ``openmrt.data.heldout.heldout_clips`` (the MIDI the shard keeps, the
+composition regenerated from the build plan, or the 25 Hz onset labels, in that order).
 Drum tracks are not in the reference, so drum hits that basic-pitch reports as notes count
 against the original and the decoded audio alike.
 """
@@ -22,22 +21,22 @@ import functools
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from openmrt.data.labels import FRAME_RATE, SAMPLES_PER_FRAME
-from openmrt.tokens import NOTE_ONSET
+from openmrt.data.heldout import HeldoutClip, Notes, heldout_clips
 
-__all__ = ["Clip", "STFT_SIZES", "evaluate_codec", "heldout_clips", "log_mel", "mel_l1", "onset_f1", "perplexity",
-           "si_sdr", "stft_distance", "stft_mag"]
+__all__ = ["Clip", "Notes", "STFT_SIZES", "evaluate_codec", "heldout_clips", "log_mel", "mel_l1", "onset_f1",
+           "perplexity", "si_sdr", "stft_distance", "stft_mag"]
 
 SAMPLE_RATE = 48000
 STFT_SIZES = (512, 1024, 2048)  # 11, 21, 43 ms windows at 48 kHz; three sizes keep the CPU cost down
 MEL_FFT, MEL_HOP, MEL_BANDS = 2048, 480, 128
 LOG_FLOOR = 1e-5
+
+Clip = HeldoutClip  # a held-out clip (openmrt/data/heldout.py: ``heldout_clips`` picks them)
 
 
 def _mono_rows(x: torch.Tensor) -> torch.Tensor:
@@ -101,9 +100,6 @@ def perplexity(codes: np.ndarray | torch.Tensor, codebook_size: int = 1024) -> n
     return np.array(out)
 
 
-Notes = list[tuple[float, float, int]]  # (start s, end s, MIDI pitch)
-
-
 def onset_f1(ref: Notes, est: Notes, tolerance: float = 0.05) -> tuple[float, float, float]:
     """(precision, recall, F1) of note onsets with matching pitch (±50 cents), offsets ignored."""
     from mir_eval.transcription import precision_recall_f1_overlap
@@ -118,79 +114,6 @@ def onset_f1(ref: Notes, est: Notes, tolerance: float = 0.05) -> tuple[float, fl
     (ri, rp), (ei, ep) = arrays(ref), arrays(est)
     p, r, f, _ = precision_recall_f1_overlap(ri, rp, ei, ep, onset_tolerance=tolerance, offset_ratio=None)
     return float(p), float(r), float(f)
-
-
-# ---------------------------------------------------------------------------- held-out clips
-
-
-@dataclass
-class Clip:
-    audio: np.ndarray  # float32 [N, 2] at 48 kHz, N a multiple of 1920
-    notes: Notes  # source notes starting inside the clip, times relative to its start
-    name: str
-
-
-def _midi_bytes_notes(data: bytes) -> Notes:
-    import io
-
-    import pretty_midi
-
-    pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
-    return sorted((n.start, n.end, n.pitch) for inst in pm.instruments if not inst.is_drum for n in inst.notes)
-
-
-def _composed_notes(root: Path, meta: dict) -> Notes | None:
-    """The example's source MIDI notes (drums excluded), regenerated from its composition seed
-    (for shards built before they kept the MIDI file itself)."""
-    if meta.get("source") != "compose":
-        return None
-    from openmrt.data.compose import compose
-    from openmrt.data.pipeline import plan_compose
-
-    build = json.loads((root / "build.json").read_text())
-    for job in plan_compose(build["hours"], build["seed"], build["pieces_per_shard"], tuple(build["piece_seconds"])):
-        for spec in job:
-            if spec["seed"] == meta.get("seed") and spec["style"] == meta.get("style"):
-                pm = compose(spec["style"], spec["seed"], spec["seconds"]).midi
-                return sorted((n.start, n.end, n.pitch) for inst in pm.instruments if not inst.is_drum
-                              for n in inst.notes)
-    return None
-
-
-def _label_notes(notes: np.ndarray) -> Notes:
-    """Onsets from 25 Hz note states, placed mid-frame; a frame's length stands in for the offset."""
-    f, p = np.nonzero(notes == NOTE_ONSET)
-    return sorted(((fi + 0.5) / FRAME_RATE, (fi + 1.5) / FRAME_RATE, int(pi)) for fi, pi in zip(f, p, strict=True))
-
-
-def heldout_clips(root: str | Path, count: int = 24, seconds: float = 8.0) -> list[Clip]:
-    """The first ``count`` consecutive ``seconds``-long clips of a shard folder's examples, in order.
-
-    A fixed, deterministic set: every evaluation of every checkpoint sees the same audio.
-    """
-    from openmrt.data.shards import load_shard, read_index
-
-    root = Path(root)
-    frames = int(round(seconds * FRAME_RATE))
-    clips: list[Clip] = []
-    for s in read_index(root)["shards"]:
-        shard = load_shard(root / s["file"])
-        for i in range(len(shard)):
-            ex = shard.example(i)
-            if ex.get("midi"):
-                notes = _midi_bytes_notes(ex["midi"])
-            else:
-                notes = _composed_notes(root, ex["meta"]) or _label_notes(ex["notes"])
-            total = ex["notes"].shape[0]
-            for f0 in range(0, total - frames + 1, frames):
-                t0, t1 = f0 / FRAME_RATE, (f0 + frames) / FRAME_RATE
-                a = ex["audio"][:, f0 * SAMPLES_PER_FRAME:(f0 + frames) * SAMPLES_PER_FRAME]
-                clip_notes = [(st - t0, en - t0, p) for st, en, p in notes if t0 <= st < t1]
-                clips.append(Clip(np.ascontiguousarray(a.T, dtype=np.float32) / 32768.0, clip_notes,
-                                  f"{s['file']}#{i}@{f0}"))
-                if len(clips) == count:
-                    return clips
-    return clips
 
 
 # ---------------------------------------------------------------------------- the evaluation

@@ -25,61 +25,27 @@ import argparse
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from openmrt import tokens as tk
+from openmrt.data.heldout import HeldoutClip, Notes, heldout_clips
 from openmrt.data.labels import FRAME_RATE, SAMPLES_PER_FRAME
-from openmrt.eval.codec import Notes, _midi_bytes_notes, onset_f1
+from openmrt.eval.codec import onset_f1
 
 __all__ = ["Piece", "evaluate_lm", "heldout_pieces", "percussive_energy", "pitch_class_f1"]
 
 SAMPLE_RATE = 48000
 
 
-@dataclass
-class Piece:
-    """One held-out clip with everything the judge and the conditioning need."""
-
-    audio: np.ndarray  # float32 [N, 2], 48 kHz
-    drum_audio: np.ndarray | None  # its drum stem [N, 2] when the shard keeps one
-    notes: Notes  # source notes starting inside the clip (drums excluded), clip-relative seconds
-    states: np.ndarray  # [T, 128] note states (off / held / onset) of the source MIDI
-    drums: np.ndarray  # [T] drums active flag
-    style: str
-    name: str
+Piece = HeldoutClip  # one held-out clip with everything the judge and the conditioning need
 
 
 def heldout_pieces(root: str | Path, count: int = 12, seconds: float = 8.0, skip_seconds: float = 2.0) -> list[Piece]:
-    """One clip per example (after ``skip_seconds`` of intro), in shard order, up to ``count``."""
-    from openmrt.data.shards import load_shard, read_index
-
-    root = Path(root)
-    frames, f0 = int(round(seconds * FRAME_RATE)), int(round(skip_seconds * FRAME_RATE))
-    out: list[Piece] = []
-    for s in read_index(root)["shards"]:
-        shard = load_shard(root / s["file"])
-        for i in range(len(shard)):
-            ex = shard.example(i)
-            if not ex.get("midi") or ex["notes"].shape[0] < f0 + frames:
-                continue  # the judge needs the source notes and a whole clip
-            t0, t1 = f0 / FRAME_RATE, (f0 + frames) / FRAME_RATE
-            span = slice(f0 * SAMPLES_PER_FRAME, (f0 + frames) * SAMPLES_PER_FRAME)
-            stem = ex.get("drum_audio")
-            out.append(Piece(
-                audio=np.ascontiguousarray(ex["audio"][:, span].T, dtype=np.float32) / 32768.0,
-                drum_audio=None if stem is None else np.ascontiguousarray(stem[:, span].T, dtype=np.float32) / 32768.0,
-                notes=[(a - t0, b - t0, p) for a, b, p in _midi_bytes_notes(ex["midi"]) if t0 <= a < t1],
-                states=np.asarray(ex["notes"][f0:f0 + frames]),
-                drums=np.asarray(ex["drums"][f0:f0 + frames]),
-                style=ex["meta"].get("style", ""),
-                name=f"{s['file']}#{i}",
-            ))
-            if len(out) == count:
-                return out
-    return out
+    """One clip per example (after ``skip_seconds`` of intro), in shard order, up to ``count``; only
+    examples whose shard keeps the source MIDI (the judge needs its notes) and that hold a whole clip."""
+    return heldout_clips(root, count, seconds, skip_seconds=skip_seconds, per_example=1, need_midi=True)
 
 
 # ------------------------------------------------------------------------------ judges
