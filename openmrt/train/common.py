@@ -125,7 +125,13 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 class CSVLog:
-    """Appends one row per call; the header comes from the first row's keys (rank 0 only)."""
+    """Appends one row per call (rank 0 only); the header is the union of the keys seen, in order of appearance.
+
+    A row with keys the header lacks widens it: the file is rewritten with the new header (earlier rows
+    get empty cells in the new columns) to a temporary name and renamed, so a kill leaves the old file
+    or the new one, whole. A row lacking some of the header's keys gets empty cells there. Opening an
+    existing log (a resumed run) takes its header and appends.
+    """
 
     def __init__(self, path: str | Path, enabled: bool = True):
         self.path, self.enabled = Path(path), enabled
@@ -138,11 +144,28 @@ class CSVLog:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = self._fields is None
-        if new:
+        if self._fields is None:
             self._fields = list(row)
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore")
-            if new:
+            with open(self.path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self._fields)
                 w.writeheader()
-            w.writerow(row)
+                w.writerow(row)
+            return
+        added = [k for k in row if k not in self._fields]
+        if added:
+            self._widen(added)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self._fields).writerow(row)
+
+    def _widen(self, added: list[str]) -> None:
+        """Rewrite the file with ``added`` columns after the present ones (atomically: write, then rename)."""
+        with open(self.path, newline="") as f:
+            old = list(csv.reader(f))[1:]
+        fields = self._fields + added
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(fields)
+            w.writerows(r + [""] * (len(fields) - len(r)) for r in old)
+        os.replace(tmp, self.path)
+        self._fields = fields

@@ -223,7 +223,7 @@ def train(args: argparse.Namespace) -> dict:
             eval_loss = evaluate(model, data.heldout, args, d.device)
             if d.main:
                 last["eval_loss"] = eval_loss
-                eval_log.write({"step": step, "eval_loss": eval_loss})  # own file: fixed header
+                eval_log.write({"step": step, "eval_loss": eval_loss})  # the held-out curve, on its own
         if d.main and log_now:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in last.items()
                               if not k.startswith("loss_l")}))
