@@ -4,6 +4,7 @@ style` / `train mapper` on two synthetic "styles" (exact resume, model file writ
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -119,3 +120,47 @@ def test_train_style_resumes_exactly_and_writes_a_model(data, tmp_path):
     for k in ("style_top1_text", "style_top1_mapper", "caption_recall@5", "rvq_cos_mean", "decoded_p10_mapper"):
         assert 0.0 <= res[k] <= 1.0, k
     assert res["styles_present"] == 2
+
+
+def test_train_mapper_rebuilds_pairs_made_from_other_inputs(data, tmp_path, capsys):
+    from test_style import tiny_model
+
+    from openmrt.train.mapper import load_pairs, pairs_source
+
+    style = tiny_model().save(tmp_path / "style.safetensors")
+    out = tmp_path / "m"
+    cmd = ["train", "mapper", "--style", str(style), "--data", str(data), "--out", str(out), "--batch", "8",
+           "--texts-per-example", "4", "--log-every", "1", "--width", "32", "--layers", "1"]
+    assert main([*cmd, "--steps", "2"]) == 0
+    pairs = out / "pairs.npz"
+    first = pairs.read_bytes()
+    assert "rebuilding" not in capsys.readouterr().out
+    assert main([*cmd, "--steps", "3"]) == 0  # same inputs: the cached pairs are reused as they are
+    assert "rebuilding" not in capsys.readouterr().out and pairs.read_bytes() == first
+
+    source = pairs_source(style, [data], 4, 0)
+    audio, owner, text = load_pairs(pairs, source)
+    assert text.shape[:2] == (6, 4) and len(audio) == len(owner)
+    other = _shards(tmp_path / "other", 1)
+    tweaked = tiny_model()
+    tweaked.info = {"note": "another file"}
+    another_style = tweaked.save(tmp_path / "style2.safetensors")
+    for changed, src in [("style_sha256", pairs_source(another_style, [data], 4, 0)),
+                         ("data", pairs_source(style, [data, other], 4, 0)),
+                         ("texts_per_example", pairs_source(style, [data], 5, 0)),
+                         ("seed", pairs_source(style, [data], 4, 1))]:
+        assert load_pairs(pairs, src) is None
+        assert f"its {changed} differ" in capsys.readouterr().out
+    assert pairs_source(style, [os.path.relpath(data)], 4, 0) == source  # a folder is known by its real path
+
+    # through the command: another seed rebuilds (and says so); a pairs.npz from before sources were kept too
+    assert main([*cmd, "--steps", "3", "--seed", "1"]) == 0
+    said = capsys.readouterr().out
+    assert "its seed differ from this run's" in said and "last.pt was trained on the previous pairs" in said
+    assert pairs.read_bytes() != first and load_pairs(pairs, pairs_source(style, [data], 4, 1)) is not None
+    np.savez(pairs, audio=audio, owner=owner, text=text)
+    assert load_pairs(pairs, source) is None
+    assert "does not record what it was built from" in capsys.readouterr().out
+    pairs.write_bytes(first[: len(first) // 2])  # a truncated file (killed mid-write before writes were atomic)
+    assert load_pairs(pairs, source) is None
+    assert "cannot read it" in capsys.readouterr().out

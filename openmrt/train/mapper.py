@@ -1,15 +1,22 @@
 """``openmrt train mapper``: the pMF text -> audio embedding mapper (openmrt/style/mapper.py) of a trained style model.
 
 Pairs come from the style model's frozen towers on shard folders: the audio embedding of a 10 s window, and the text
-embedding of a caption view of the same example. Run folder: pairs_*.npz (cached embeddings), last.pt (resumable),
+embedding of a caption view of the same example. Run folder: pairs.npz (cached embeddings), last.pt (resumable),
 log.csv, and style.safetensors (the style model with the mapper added) when training finishes.
+
+pairs.npz records what it was built from (``pairs_source``: the style model file's sha256, each data folder's path
+and index.json sha256, the options that shape the pairs); a run whose inputs differ rebuilds it and says why.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
+import os
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +29,13 @@ from openmrt.style.model import StyleModel
 from openmrt.train.common import CSVLog, cosine_lr, load_checkpoint, save_checkpoint, set_rng_state
 from openmrt.train.style import audio_bank
 
-__all__ = ["add_arguments", "embedding_pairs", "train"]
+__all__ = ["add_arguments", "embedding_pairs", "load_pairs", "pairs_source", "train"]
+
+HOP_SECONDS = 2.0  # audio windows of the pairs start every 2 s
 
 
-def embedding_pairs(model: StyleModel, examples, texts_per_example: int, seed: int, hop_seconds: float = 2.0):
+def embedding_pairs(model: StyleModel, examples, texts_per_example: int, seed: int,
+                    hop_seconds: float = HOP_SECONDS):
     """Frozen-tower embeddings: audio windows [N, D] with their example index [N], and text embeddings [E, K, D]
     (K texts per example: caption, tag part, style label, then sampled views)."""
     frames = int(model.cfg.clip_seconds * FRAMES_PER_SECOND)
@@ -40,19 +50,61 @@ def embedding_pairs(model: StyleModel, examples, texts_per_example: int, seed: i
     return audio, owner, np.stack(text)
 
 
+def _sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pairs_source(style: str | Path, data: list[str | Path], texts_per_example: int, seed: int,
+                 hop_seconds: float = HOP_SECONDS) -> dict:
+    """What the pairs are a function of: the style model file (its bytes), the data folders in order (path and
+    index.json: a rebuilt folder has a new index), and the options that shape the pairs."""
+    return {"style_sha256": _sha256(style),
+            "data": [{"path": str(Path(r).resolve()), "index_sha256": _sha256(Path(r) / "index.json")} for r in data],
+            "texts_per_example": texts_per_example, "seed": seed, "hop_seconds": hop_seconds}
+
+
+def load_pairs(path: Path, source: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The cached (audio, owner, text) when ``path`` was built from ``source``; else None, printing why."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "source" not in z.files:
+                print(f"rebuilding {path}: it does not record what it was built from (made by an older openmrt)")
+                return None
+            old = json.loads(str(z["source"]))
+            changed = [k for k in source if old.get(k) != source[k]]
+            if changed:
+                print(f"rebuilding {path}: its {', '.join(changed)} differ from this run's")
+                return None
+            return z["audio"], z["owner"], z["text"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # truncated, not an npz: rebuild
+        print(f"rebuilding {path}: cannot read it ({e})")
+        return None
+
+
 def train(args: argparse.Namespace) -> Path | None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = StyleModel.load(args.style, use_mapper=False)
     pairs = out / "pairs.npz"
-    if pairs.exists():
-        z = np.load(pairs)
-        audio, owner, text = z["audio"], z["owner"], z["text"]
+    source = pairs_source(args.style, args.data, args.texts_per_example, args.seed)
+    cached = load_pairs(pairs, source)
+    if cached is not None:
+        audio, owner, text = cached
     else:
+        if pairs.exists() and (out / "last.pt").exists():
+            print(f"note: {out / 'last.pt'} was trained on the previous pairs; delete it to start afresh")
         examples = load_examples(args.data, cache=out)
-        audio, owner, text = embedding_pairs(model, examples, args.texts_per_example, args.seed)
-        np.savez(pairs, audio=audio, owner=owner, text=text)
+        audio, owner, text = embedding_pairs(model, examples, args.texts_per_example, args.seed, HOP_SECONDS)
+        tmp = out / "pairs.tmp.npz"  # written whole, then renamed: a kill never leaves half a pairs.npz
+        np.savez(tmp, audio=audio, owner=owner, text=text, source=json.dumps(source))
+        os.replace(tmp, pairs)
     print(f"{len(audio)} audio windows, {text.shape[0]} examples x {text.shape[1]} texts")
     ck_path = out / "last.pt"
     ck = load_checkpoint(ck_path) if ck_path.exists() else None
