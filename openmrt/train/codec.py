@@ -224,7 +224,7 @@ def train(args: argparse.Namespace) -> dict:
                 m = evaluate_codec(model, clips, levels, onsets=args.eval_onsets)
                 ev = {"step": step, **{k: v for k, v in m.items() if isinstance(v, float)},
                       **{f"perplexity_l{i}": p for i, p in enumerate(m["perplexity"])}}
-                eval_log.write(ev)  # its own file: CSVLog's header comes from the first row
+                eval_log.write(ev)  # its own file: one row per evaluation, not per log step
                 last.update({"eval_mel_l1": m["mel_l1"], "eval_perplexity_min": min(m["perplexity"])})
                 model.train()
             log.write(last)
