@@ -74,3 +74,28 @@ def test_roundtrip_cli_prints_metrics_and_writes_audio_and_png(tmp_path, capsys)
     assert {"mel_l1", "stft_distance", "si_sdr_db"} <= set(metrics)
     assert (tmp_path / "in.roundtrip.wav").stat().st_size > 0
     assert (tmp_path / "in.roundtrip.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_frame_diagnostics_tell_true_frames_from_loud_cancelling_ones():
+    from openmrt.codec.stft import stft
+    from openmrt.eval.codec import frame_diagnostics
+
+    audio = torch.tensor(np.random.default_rng(3).standard_normal((1, 19200, 2)) * 0.1, dtype=torch.float32)
+    spec = stft(audio, num_frames=40)
+    gain, bad = frame_diagnostics(spec, audio)
+    assert gain == pytest.approx(1.0, abs=1e-4) and bad < 0.02  # the last frames lack their overlap partner
+    loud = 3.0 * spec
+    loud[:, :, 1::2] *= -1.0  # consecutive frames in opposite phase: what overlaps cancels
+    gain, bad = frame_diagnostics(loud, audio)
+    assert gain == pytest.approx(3.0, abs=1e-3) and bad > 0.3  # 0.46: half of what the frames hold is lost
+
+
+def test_random_phase_floor_keeps_the_magnitudes_and_loses_the_waveform():
+    from openmrt.eval.codec import Clip, random_phase_floor
+
+    t = np.arange(48000) / 48000
+    tone = (0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    clip = Clip(audio=np.stack([tone, tone], -1), drum_audio=None, notes=[(0.1, 0.9, 64)],
+                states=np.zeros((25, 128), np.int8), drums=np.zeros(25, np.int8), style="", name="tone", has_midi=True)
+    out = random_phase_floor([clip], onsets=False)
+    assert 0.3 < out["mel_l1"] < 3.0

@@ -100,15 +100,18 @@ def test_ema_moves_codes_to_their_data_and_idle_codes_restart():
 
 
 def test_tiny_codec_trains_evaluates_and_resumes_on_the_same_curve(data, tmp_path):
-    assert main(common(data, tmp_path / "a", 8, "--ckpt-every", "4")) == 0
-    assert main(common(data, tmp_path / "b", 8, "--ckpt-every", "4", "--stop-after", "4")) == 0
-    assert main(common(data, tmp_path / "b", 8, "--ckpt-every", "4")) == 0  # resumes at step 4
+    losses = ("--frame-weight", "1.0", "--phase-weight", "0.5")
+    assert main(common(data, tmp_path / "a", 8, "--ckpt-every", "4", *losses)) == 0
+    assert main(common(data, tmp_path / "b", 8, "--ckpt-every", "4", "--stop-after", "4", *losses)) == 0
+    assert main(common(data, tmp_path / "b", 8, "--ckpt-every", "4", *losses)) == 0  # resumes at step 4
     a, b = rows(tmp_path / "a" / "log.csv"), rows(tmp_path / "b" / "log.csv")
     assert sorted(a) == sorted(b) == list(range(1, 9))
     for s in range(1, 9):
         assert float(a[s]["loss"]) == pytest.approx(float(b[s]["loss"]), rel=1e-4, abs=1e-5), s
+        assert float(a[s]["frame"]) > 0 and float(a[s]["phase"]) > 0
     ev = rows(tmp_path / "a" / "eval.csv")
     assert sorted(ev) == [4, 8] and float(ev[8]["mel_l1"]) > 0 and "perplexity_l3" in ev[8]
+    assert float(ev[8]["frame_gain"]) > 0 and 0 <= float(ev[8]["frame_inconsistency"]) <= 2
     model = load_codec(tmp_path / "a" / "codec.safetensors")
     assert model.config.width == 0.03125
     codes = model.encode(torch.zeros(1, 4 * 1920, 2), 4)

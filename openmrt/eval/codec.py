@@ -28,8 +28,8 @@ import torch
 
 from openmrt.data.heldout import HeldoutClip, Notes, heldout_clips
 
-__all__ = ["Clip", "Notes", "STFT_SIZES", "evaluate_codec", "heldout_clips", "log_mel", "mel_l1", "onset_f1",
-           "perplexity", "si_sdr", "stft_distance", "stft_mag"]
+__all__ = ["Clip", "Notes", "STFT_SIZES", "evaluate_codec", "frame_diagnostics", "heldout_clips", "log_mel", "mel_l1",
+           "onset_f1", "perplexity", "random_phase_floor", "si_sdr", "stft_distance", "stft_mag"]
 
 SAMPLE_RATE = 48000
 STFT_SIZES = (512, 1024, 2048)  # 11, 21, 43 ms windows at 48 kHz; three sizes keep the CPU cost down
@@ -126,17 +126,69 @@ def roundtrip(model, audio: torch.Tensor, levels: int) -> tuple[torch.Tensor, to
     return codes, model.decode(codes)
 
 
+def _magnitudes(spec: torch.Tensor) -> torch.Tensor:
+    """Packed STFT [B, 4, T, 480] ([Re, Im] per channel) -> magnitudes [B, 2, T, 480]."""
+    return torch.sqrt(spec[:, 0::2] ** 2 + spec[:, 1::2] ** 2)
+
+
+@torch.no_grad()
+def frame_diagnostics(spec: torch.Tensor, audio: torch.Tensor) -> tuple[float, float]:
+    """(gain, inconsistency) of a decoder's own STFT frames Y [B, 4, T, 480] for [B, N, 2] audio X:
+    gain = mean |Y| / mean |STFT(X)|, inconsistency = mean |Y − STFT(iSTFT(Y))| / mean |Y|.
+
+    A decoder that matches the waveform's spectrum with frames much louder than the audio, whose
+    overlap-add cancels (gain ≫ 1, inconsistency near 1), outputs incoherent partials: a noise wash
+    without pitch. A faithful decoder has both near (1, 0).
+    """
+    from openmrt.codec.stft import istft, stft
+
+    spec = spec.float()
+    frames = spec.shape[2]
+    ref = _magnitudes(stft(audio.float(), num_frames=frames))
+    again = stft(istft(spec), num_frames=frames)
+    gain = _magnitudes(spec).mean() / ref.mean().clamp(min=1e-12)
+    return float(gain), float((spec - again).abs().mean() / spec.abs().mean().clamp(min=1e-12))
+
+
+@torch.no_grad()
+def random_phase_floor(clips: list[Clip], onsets: bool = True, seed: int = 0) -> dict:
+    """Mel L1 and onset F1 of the clips' *own* codec-STFT magnitudes with random phases.
+
+    The best a decoder whose frames have the right magnitudes but unrelated phases can do: it shows
+    how much of the onset score lives in the phase (on composed music, almost all of it).
+    """
+    from openmrt.codec.stft import istft, stft
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(np.stack([c.audio for c in clips]))
+    frames = 4 * (x.shape[1] // 1920)
+    spec = stft(x, num_frames=frames)
+    mag = _magnitudes(spec)
+    phase = torch.rand(mag.shape, generator=gen) * (2 * math.pi)
+    y = istft(torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], 2).flatten(1, 2))
+    out = {"mel_l1": float(mel_l1(x[:, : y.shape[1]], y))}
+    if onsets:
+        out.update(_onset_scores(clips, list(y.numpy())))
+    return out
+
+
 @torch.no_grad()
 def evaluate_codec(model, clips: list[Clip], levels: int = 12, onsets: bool = True, batch: int = 4) -> dict:
-    """Mean metrics over ``clips``: mel L1, STFT distance, SI-SDR (dB), perplexity per level, and
-    (with ``onsets``) onset F1 of decoded and original audio against the source notes."""
+    """Mean metrics over ``clips``: mel L1, STFT distance, SI-SDR (dB), perplexity per level, the
+    decoder frames' gain and inconsistency (``frame_diagnostics``), and (with ``onsets``) onset F1
+    of decoded and original audio against the source notes."""
+    from openmrt.codec.stft import istft
+
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    mel, stft, sdr, codes_all, decoded = [], [], [], [], []
+    mel, stft, sdr, codes_all, decoded, frames = [], [], [], [], [], []
     for i in range(0, len(clips), batch):
         x = torch.from_numpy(np.stack([c.audio for c in clips[i:i + batch]])).to(device)
-        codes, y = roundtrip(model, x, levels)
+        codes = model.encode(x, levels)
+        spec = model.decoder_spectrogram(model.quantizer.decode(codes))
+        y = istft(spec)  # = model.decode(codes), keeping the frames for their diagnostics
+        frames.append(frame_diagnostics(spec, x))
         ref = x[:, : y.shape[1]]
         for b in range(x.shape[0]):
             mel.append(float(mel_l1(ref[b:b + 1], y[b:b + 1])))
@@ -146,7 +198,9 @@ def evaluate_codec(model, clips: list[Clip], levels: int = 12, onsets: bool = Tr
         decoded += list(y.float().cpu().numpy())
     out = {"clips": len(clips), "seconds": sum(len(c.audio) for c in clips) / SAMPLE_RATE, "levels": levels,
            "mel_l1": float(np.mean(mel)), "stft_distance": float(np.mean(stft)), "si_sdr_db": float(np.mean(sdr)),
-           "perplexity": [round(p, 1) for p in perplexity(np.concatenate(codes_all), model.config.codebook_size)]}
+           "perplexity": [round(p, 1) for p in perplexity(np.concatenate(codes_all), model.config.codebook_size)],
+           "frame_gain": float(np.mean([g for g, _ in frames])),
+           "frame_inconsistency": float(np.mean([c for _, c in frames]))}
     if onsets:
         out.update(_onset_scores(clips, decoded))
     model.train(was_training)
@@ -182,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--levels", type=int, default=12)
     ap.add_argument("--no-onsets", action="store_true", help="skip the basic-pitch transcription")
+    ap.add_argument("--random-phase-floor", action="store_true", help="also score the clips' own magnitudes "
+                    "with random phases (what a decoder with right magnitudes and incoherent phases can reach)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -190,8 +246,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    res = evaluate_codec(load_codec(args.codec), heldout_clips(args.data, args.clips, args.seconds), args.levels,
-                         onsets=not args.no_onsets)
+    clips = heldout_clips(args.data, args.clips, args.seconds)
+    res = evaluate_codec(load_codec(args.codec), clips, args.levels, onsets=not args.no_onsets)
+    if args.random_phase_floor:
+        res["random_phase_floor"] = random_phase_floor(clips, onsets=not args.no_onsets)
     res["eval_s"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(res, indent=1)
     if args.out:
