@@ -10,21 +10,9 @@ from openmrt.data.labels import Labels
 from openmrt.data.shards import Example, write_index, write_shard
 
 
-def note_codes(pitch: int, onset: bool) -> np.ndarray:
-    """The 12 codes a frame has when it follows its note (a fixed function of pitch and onset)."""
-    return (pitch * 13 + np.arange(12) * 97 + (500 if onset else 0)) % 1024
-
-
-DISTRACTOR = (np.arange(12) * 53 + 301) % 1024  # the codes of a frame that ignores its note
-
-
-def make_token_shards(root: Path, examples: int = 6, frames: int = 60, seed: int = 0, follow: float = 1.0,
-                      hold: int = 6, pitches: tuple[int, ...] | None = None) -> Path:
-    """Single pitches, a new one every ``hold`` frames; each frame's 12 codes are ``note_codes`` of the
-    sounding pitch, so a model can learn them from the conditioning, or, with probability
-    1 − ``follow``, the fixed ``DISTRACTOR`` codes whatever the note (a model then follows the notes
-    only as hard as guidance makes it). Pitches walk by up to 3 semitones, or are drawn afresh from
-    ``pitches`` (then the previous frames do not give the next note away)."""
+def make_token_shards(root: Path, examples: int = 6, frames: int = 60, seed: int = 0) -> Path:
+    """Notes from a random walk of single pitches; each frame's 12 codes are a fixed function of the
+    sounding pitch and whether it is an onset, so a model can learn them from the conditioning."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     exs, tokens = [], []
@@ -33,11 +21,11 @@ def make_token_shards(root: Path, examples: int = 6, frames: int = 60, seed: int
         codes = np.zeros((frames, 12), np.int16)
         pitch = 60
         for t in range(frames):
-            if t % hold == 0:
-                pitch = int(np.clip(pitch + rng.integers(-3, 4), 40, 80)) if pitches is None else int(rng.choice(pitches))
-            onset = t % hold == 0
+            if t % 6 == 0:
+                pitch = int(np.clip(pitch + rng.integers(-3, 4), 40, 80))
+            onset = t % 6 == 0
             notes[t, pitch] = 2 if onset else 1
-            codes[t] = note_codes(pitch, onset) if follow >= 1.0 or rng.random() < follow else DISTRACTOR
+            codes[t] = (pitch * 13 + np.arange(12) * 97 + (500 if onset else 0)) % 1024
         drums = (np.arange(frames) // 10 % 2).astype(np.int8)
         exs.append(Example(np.zeros((2, frames * 1920), np.float32), Labels(notes, drums, {}), {"caption": f"ex{e}"}))
         tokens.append(codes)
