@@ -79,3 +79,12 @@ def test_a_bundle_folder_with_a_style_model_embeds_prompts(tmp_path):
                      "-o", str(out)]) == 0
         outs.append(sf.read(out, dtype="float32")[0])
     assert outs[0].shape == (24000, 2) and not np.array_equal(outs[0], outs[1])
+
+
+def test_python_dash_m_openmrt_is_the_command():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "openmrt", "models", "--help"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "usage: openmrt models" in r.stdout
