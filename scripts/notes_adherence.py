@@ -51,12 +51,7 @@ def make_shards(root: Path, examples: int, frames: int, seed: int) -> list[dict]
         tokens.append(codes)
         want = np.array([note_codes(p)[0] for p in pitch])
         pool.append({"notes": notes, "drums": drums, "tokens": codes, "want": want})
-    path = root / "shard_00000.npz"
-    write_shard(path, exs)
-    with np.load(path) as z:
-        arrays = dict(z)
-    arrays["tokens"] = np.concatenate(tokens)
-    np.savez(path, **arrays)
+    write_shard(root / "shard_00000.npz", exs, per_frame={"tokens": tokens})
     write_index(root, {"kind": "synthetic notes adherence"})
     return pool
 

@@ -29,11 +29,6 @@ def make_token_shards(root: Path, examples: int = 6, frames: int = 60, seed: int
         drums = (np.arange(frames) // 10 % 2).astype(np.int8)
         exs.append(Example(np.zeros((2, frames * 1920), np.float32), Labels(notes, drums, {}), {"caption": f"ex{e}"}))
         tokens.append(codes)
-    path = root / "shard_00000.npz"
-    write_shard(path, exs)
-    with np.load(path) as z:
-        arrays = dict(z)
-    arrays["tokens"] = np.concatenate(tokens)
-    np.savez(path, **arrays)
+    write_shard(root / "shard_00000.npz", exs, per_frame={"tokens": tokens})
     write_index(root, {"kind": "test"})
     return root

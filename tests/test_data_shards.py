@@ -198,3 +198,19 @@ def test_style_tokens_come_from_the_audio_around_each_hop(reference, tmp_path):
     batch = TokenData.batch(pool, np.random.default_rng(0), 1, 30, None)
     assert (batch["cond"][0, :, :12].numpy() - 7 == pool[0]["style_tokens"]).all()
     assert main(["data", "style-tokens", str(out), "--style", str(tmp_path / "missing.safetensors")]) == 1
+
+
+def test_per_frame_arrays_are_written_with_the_shard_and_checked_against_the_labels(tmp_path):
+    from openmrt.data.labels import Labels
+    from openmrt.data.shards import Example, write_shard
+
+    exs = [Example(np.zeros((2, t * 1920), np.float32), Labels(np.zeros((t, 128), np.int8), np.zeros(t, np.int8), {}),
+                   {"source": f"ex{t}"}) for t in (3, 5)]
+    tokens = [np.full((3, 12), 7, np.int16), np.full((5, 12), 9, np.int16)]
+    write_shard(tmp_path / "a.npz", exs, per_frame={"tokens": tokens})
+    shard = load_shard(tmp_path / "a.npz")
+    assert shard.example(0)["tokens"].tolist() == tokens[0].tolist()
+    assert shard.example(1)["tokens"].tolist() == tokens[1].tolist()
+    with pytest.raises(DataError, match="tokens: \\[3, 4\\] rows for \\[3, 5\\] label frames"):
+        write_shard(tmp_path / "b.npz", exs, per_frame={"tokens": [tokens[0], tokens[1][:4]]})
+    assert not (tmp_path / "b.npz").exists()

@@ -110,8 +110,13 @@ def _plain(x):
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
 
 
-def write_shard(path: str | Path, examples: Sequence[Example], extra_meta: dict | None = None) -> dict:
-    """Write examples to ``path`` atomically (temporary file, then rename). Returns its index entry."""
+def write_shard(path: str | Path, examples: Sequence[Example], extra_meta: dict | None = None,
+                per_frame: dict[str, Sequence[np.ndarray]] | None = None) -> dict:
+    """Write examples to ``path`` atomically (temporary file, then rename). Returns its index entry.
+
+    ``per_frame`` adds arrays of one row per label frame, one array per example (e.g. ``tokens``
+    [T, 12] made elsewhere), as `openmrt data tokenize` adds them to existing shards.
+    """
     path = Path(path)
     frames = [e.labels.notes.shape[0] for e in examples]
     for e, t in zip(examples, frames, strict=True):
@@ -126,6 +131,10 @@ def write_shard(path: str | Path, examples: Sequence[Example], extra_meta: dict 
         "offsets": np.concatenate([[0], np.cumsum(frames)]).astype(np.int64),
         "meta": np.array(json.dumps({"examples": [e.meta for e in examples], **(extra_meta or {})}, default=_plain)),
     }
+    for key, values in (per_frame or {}).items():
+        if [len(v) for v in values] != frames:
+            raise DataError(f"{key}: {[len(v) for v in values]} rows for {frames} label frames")
+        arrays[key] = np.concatenate(values)
     if examples and all(e.drum_audio is not None for e in examples):
         arrays["drum_audio"] = _int16(np.concatenate([e.drum_audio for e in examples], axis=1))
     if any(e.midi for e in examples):
