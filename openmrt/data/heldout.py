@@ -39,12 +39,16 @@ class HeldoutClip:
     has_midi: bool  # the notes come from the source MIDI the shard keeps
 
 
+def _pitched_notes(pm) -> Notes:
+    """(start, end, pitch) of a PrettyMIDI's notes, drum tracks left out, sorted."""
+    return sorted((n.start, n.end, n.pitch) for inst in pm.instruments if not inst.is_drum for n in inst.notes)
+
+
 def midi_bytes_notes(data: bytes) -> Notes:
     """(start, end, pitch) of a MIDI file's pitched notes (drum tracks left out), sorted, from its bytes."""
     import pretty_midi
 
-    pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
-    return sorted((n.start, n.end, n.pitch) for inst in pm.instruments if not inst.is_drum for n in inst.notes)
+    return _pitched_notes(pretty_midi.PrettyMIDI(io.BytesIO(data)))
 
 
 def _composed_notes(root: Path, meta: dict) -> Notes | None:
@@ -59,9 +63,7 @@ def _composed_notes(root: Path, meta: dict) -> Notes | None:
     for job in plan_compose(build["hours"], build["seed"], build["pieces_per_shard"], tuple(build["piece_seconds"])):
         for spec in job:
             if spec["seed"] == meta.get("seed") and spec["style"] == meta.get("style"):
-                pm = compose(spec["style"], spec["seed"], spec["seconds"]).midi
-                return sorted((n.start, n.end, n.pitch) for inst in pm.instruments if not inst.is_drum
-                              for n in inst.notes)
+                return _pitched_notes(compose(spec["style"], spec["seed"], spec["seconds"]).midi)
     return None
 
 
@@ -69,11 +71,6 @@ def _label_notes(notes: np.ndarray) -> Notes:
     """Onsets from 25 Hz note states, placed mid-frame; a frame's length stands in for the offset."""
     f, p = np.nonzero(notes == NOTE_ONSET)
     return sorted(((fi + 0.5) / FRAME_RATE, (fi + 1.5) / FRAME_RATE, int(pi)) for fi, pi in zip(f, p, strict=True))
-
-
-def _float_audio(x: np.ndarray) -> np.ndarray:
-    """int16 [2, N] -> float32 [N, 2] in [-1, 1)."""
-    return np.ascontiguousarray(x.T, dtype=np.float32) / 32768.0
 
 
 def heldout_clips(root: str | Path, count: int = 24, seconds: float = 8.0, *, skip_seconds: float = 0.0,
@@ -84,7 +81,7 @@ def heldout_clips(root: str | Path, count: int = 24, seconds: float = 8.0, *, sk
     them (None: all that fit whole); with ``need_midi``, examples whose shard keeps no source MIDI are
     left out. A fixed, deterministic set: every evaluation of every checkpoint sees the same audio.
     """
-    from openmrt.data.shards import load_shard, read_index
+    from openmrt.data.shards import float_audio, load_shard, read_index
 
     root = Path(root)
     frames, first = int(round(seconds * FRAME_RATE)), int(round(skip_seconds * FRAME_RATE))
@@ -106,8 +103,8 @@ def heldout_clips(root: str | Path, count: int = 24, seconds: float = 8.0, *, sk
                 t0, t1 = f0 / FRAME_RATE, (f0 + frames) / FRAME_RATE
                 span = slice(f0 * SAMPLES_PER_FRAME, (f0 + frames) * SAMPLES_PER_FRAME)
                 clips.append(HeldoutClip(
-                    audio=_float_audio(ex["audio"][:, span]),
-                    drum_audio=None if stem is None else _float_audio(stem[:, span]),
+                    audio=float_audio(ex["audio"][:, span]),
+                    drum_audio=None if stem is None else float_audio(stem[:, span]),
                     notes=[(st - t0, en - t0, p) for st, en, p in notes if t0 <= st < t1],
                     states=np.array(ex["notes"][f0:f0 + frames]),
                     drums=np.array(ex["drums"][f0:f0 + frames]),

@@ -103,6 +103,23 @@ def _int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
 
 
+def float_audio(x: np.ndarray) -> np.ndarray:
+    """Stored int16 audio [2, N] -> float32 [N, 2] in [-1, 1), as the models take it."""
+    return np.ascontiguousarray(x.T, dtype=np.float32) / 32768.0
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` to ``path`` atomically (temporary file, fsync, rename): readers and resumed builds
+    never see half a shard."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def _plain(x):
     """numpy scalars (from pretty_midi, numpy maths) as plain JSON numbers."""
     if isinstance(x, np.generic):
@@ -140,12 +157,7 @@ def write_shard(path: str | Path, examples: Sequence[Example], extra_meta: dict 
     if any(e.midi for e in examples):
         arrays["midi"] = np.frombuffer(b"".join(e.midi for e in examples), dtype=np.uint8)
         arrays["midi_offsets"] = np.concatenate([[0], np.cumsum([len(e.midi) for e in examples])]).astype(np.int64)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic: readers and resumed builds never see half a shard
+    save_arrays(path, arrays)
     return {"file": path.name, "examples": len(examples), "frames": int(total),
             "seconds": round(total / 25, 2)}
 

@@ -10,13 +10,12 @@ Shards gain their tokens one at a time, atomically (rewrite, then rename), so a 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from openmrt.data.labels import FRAME_RATE, SAMPLES_PER_FRAME
-from openmrt.data.shards import read_index, write_index
+from openmrt.data.shards import float_audio, read_index, save_arrays, write_index
 from openmrt.errors import DataError
 
 __all__ = ["load_codec", "style_tokenize_folder", "tokenize_folder"]
@@ -45,7 +44,7 @@ def tokenize_folder(folder: str | Path, model, levels: int = 12, codec_name: str
     import torch
 
     def encode(audio: np.ndarray, frames: int) -> np.ndarray:
-        x = torch.from_numpy(audio.T.astype(np.float32) / 32768.0)[None]
+        x = torch.from_numpy(float_audio(audio))[None]
         with torch.inference_mode():
             return model.encode(x, levels)[0].numpy()  # [T, levels]
 
@@ -69,7 +68,7 @@ def style_tokenize_folder(folder: str | Path, style, window_s: float = 10.0, hop
         for h in range(0, frames, hop_frames):
             mid = min(h + hop_frames // 2, frames - 1)
             a, b = max(0, mid - half), min(frames, mid + half)
-            clip = audio[:, a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME].T.astype(np.float32) / 32768.0
+            clip = float_audio(audio[:, a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME])
             out[h:h + hop_frames] = style.tokenize(style.embed_audio(clip))
         return out
 
@@ -106,10 +105,7 @@ def _add_per_frame(folder: str | Path, key: str, per_example, info: dict, desc: 
         meta = json.loads(str(arrays["meta"]))
         meta[key] = info
         arrays.update({key: out, "meta": np.array(json.dumps(meta))})
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        save_arrays(path, arrays)
         done += 1
     write_index(folder, {**index["build"], key: info})
     return done, skipped

@@ -28,8 +28,9 @@ import torch
 
 from openmrt.data.heldout import HeldoutClip, Notes, heldout_clips
 
-__all__ = ["Clip", "Notes", "STFT_SIZES", "evaluate_codec", "frame_diagnostics", "heldout_clips", "log_mel", "mel_l1",
-           "onset_f1", "perplexity", "random_phase_floor", "si_sdr", "stft_distance", "stft_mag"]
+__all__ = ["Clip", "Notes", "STFT_SIZES", "evaluate_codec", "frame_diagnostics", "frame_magnitudes", "heldout_clips",
+           "log_mel", "mel_l1", "onset_f1", "perplexity", "random_phase_floor", "si_sdr", "stft_complex",
+           "stft_distance", "stft_mag"]
 
 SAMPLE_RATE = 48000
 STFT_SIZES = (512, 1024, 2048)  # 11, 21, 43 ms windows at 48 kHz; three sizes keep the CPU cost down
@@ -44,12 +45,16 @@ def _mono_rows(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(-1, x.shape[1]) if x.dim() == 3 else x
 
 
+def stft_complex(x: torch.Tensor, n_fft: int, hop: int | None = None) -> torch.Tensor:
+    """Complex STFT [B·C, n_fft/2 + 1, T] of audio [B, N, C] or [B, N] (float32, Hann window, hop n_fft/4)."""
+    x = _mono_rows(x).float()
+    return torch.stft(x, n_fft, hop or n_fft // 4, window=torch.hann_window(n_fft, device=x.device),
+                      return_complex=True)
+
+
 def stft_mag(x: torch.Tensor, n_fft: int, hop: int | None = None) -> torch.Tensor:
     """Magnitudes [B·C, n_fft/2 + 1, T] of audio [B, N, C] or [B, N] (float32, Hann window)."""
-    x = _mono_rows(x).float()
-    win = torch.hann_window(n_fft, device=x.device)
-    spec = torch.stft(x, n_fft, hop or n_fft // 4, window=win, return_complex=True)
-    return spec.abs().clamp(min=LOG_FLOOR)
+    return stft_complex(x, n_fft, hop).abs().clamp(min=LOG_FLOOR)
 
 
 @functools.lru_cache(maxsize=8)
@@ -119,16 +124,11 @@ def onset_f1(ref: Notes, est: Notes, tolerance: float = 0.05) -> tuple[float, fl
 # ---------------------------------------------------------------------------- the evaluation
 
 
-@torch.no_grad()
-def roundtrip(model, audio: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, N, 2] -> (codes [B, K, L], decoded [B, (K − 1)·1920, 2]) aligned with audio[:, :(K − 1)·1920]."""
-    codes = model.encode(audio, levels)
-    return codes, model.decode(codes)
-
-
-def _magnitudes(spec: torch.Tensor) -> torch.Tensor:
-    """Packed STFT [B, 4, T, 480] ([Re, Im] per channel) -> magnitudes [B, 2, T, 480]."""
-    return torch.sqrt(spec[:, 0::2] ** 2 + spec[:, 1::2] ** 2)
+def frame_magnitudes(spec: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Packed codec STFT [B, 4, T, 480] ([Re, Im] per channel) -> magnitudes [B, 2, T, 480] (float32);
+    ``eps`` under the root keeps the gradient finite at 0 (losses)."""
+    spec = spec.float()
+    return torch.sqrt(spec[:, 0::2] ** 2 + spec[:, 1::2] ** 2 + eps)
 
 
 @torch.no_grad()
@@ -144,9 +144,9 @@ def frame_diagnostics(spec: torch.Tensor, audio: torch.Tensor) -> tuple[float, f
 
     spec = spec.float()
     frames = spec.shape[2]
-    ref = _magnitudes(stft(audio.float(), num_frames=frames))
+    ref = frame_magnitudes(stft(audio.float(), num_frames=frames))
     again = stft(istft(spec), num_frames=frames)
-    gain = _magnitudes(spec).mean() / ref.mean().clamp(min=1e-12)
+    gain = frame_magnitudes(spec).mean() / ref.mean().clamp(min=1e-12)
     return float(gain), float((spec - again).abs().mean() / spec.abs().mean().clamp(min=1e-12))
 
 
@@ -163,7 +163,7 @@ def random_phase_floor(clips: list[Clip], onsets: bool = True, seed: int = 0) ->
     x = torch.from_numpy(np.stack([c.audio for c in clips]))
     frames = 4 * (x.shape[1] // 1920)
     spec = stft(x, num_frames=frames)
-    mag = _magnitudes(spec)
+    mag = frame_magnitudes(spec)
     phase = torch.rand(mag.shape, generator=gen) * (2 * math.pi)
     y = istft(torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], 2).flatten(1, 2))
     out = {"mel_l1": float(mel_l1(x[:, : y.shape[1]], y))}

@@ -165,8 +165,8 @@ def _style_names() -> list[str]:
 def style_top1(generate: Generate, style_model, styles: list[str], seconds: float) -> dict:
     """Generate each style from its name alone; classify the audio's embedding among the names' embeddings."""
     samples = int(round(seconds * FRAME_RATE)) * SAMPLES_PER_FRAME
-    raw = [style_model.embed_text(s) for s in styles]
-    texts = np.stack(raw) / np.linalg.norm(np.stack(raw), axis=1, keepdims=True)
+    raw = np.stack([style_model.embed_text(s) for s in styles])
+    texts = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     hits, confusion = [], {}
     for i, s in enumerate(styles):
         tokens = style_model.tokenize(raw[i])  # = tokens_for([(s, 1.0)]), without embedding the text again

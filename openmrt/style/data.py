@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from openmrt.data.shards import load_shard, read_index
+from openmrt.data.shards import float_audio, load_shard, read_index
 from openmrt.data.styles import STYLES
 from openmrt.style.features import logmel, to_mono16k
 
@@ -82,7 +82,7 @@ def load_examples(roots: Sequence[str | Path], cache: str | Path | None = None) 
             shard = load_shard(root / sh["file"])
             for i in range(len(shard.offsets) - 1):
                 ex = shard.example(i)
-                audio = ex["audio"].T.astype(np.float32) / 32768.0  # [T, 2]
+                audio = float_audio(ex["audio"])  # [T, 2]
                 out.append(Example(ex["meta"], logmel(to_mono16k(audio)).half().float(), f"{root.name}/{sh['file']}"))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

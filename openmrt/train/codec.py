@@ -34,7 +34,7 @@ from openmrt.codec.checkpoint import load_codec, save_codec
 from openmrt.codec.model import FRAME_SAMPLES, SpectroStream
 from openmrt.codec.stft import istft
 from openmrt.config import codec_config
-from openmrt.data.shards import load_shard, read_index
+from openmrt.data.shards import float_audio, load_shard, read_index
 from openmrt.errors import ConfigError, DataError
 from openmrt.eval.codec import evaluate_codec, heldout_clips
 from openmrt.train.codec_losses import (
@@ -80,7 +80,7 @@ class AudioData:
             for _ in range(4):
                 ex = self.examples[int(rng.choice(len(self.examples), p=self.p))]
                 s = int(rng.integers(0, max(1, ex.shape[1] - samples + 1)))
-                a = ex[:, s:s + samples].T.astype(np.float32) / 32768.0
+                a = float_audio(ex[:, s:s + samples])
                 if np.sqrt(np.mean(a**2)) > 1e-3:
                     break
             out[b, : len(a)] = a

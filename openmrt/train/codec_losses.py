@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openmrt.eval.codec import mel_l1, stft_distance
+from openmrt.codec.stft import stft
+from openmrt.eval.codec import frame_magnitudes, mel_l1, stft_complex, stft_distance
 
 __all__ = ["MultiScaleSTFTDiscriminator", "complex_spectral_loss", "discriminator_loss", "feature_matching",
            "frame_spectrum_loss", "generator_adv_loss", "phase_derivative_loss",
@@ -36,9 +37,7 @@ def complex_spectral_loss(ref: torch.Tensor, est: torch.Tensor, n_fft: int = 960
     """
 
     def compressed(x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        spec = torch.stft(x.transpose(1, 2).reshape(-1, x.shape[1]), n_fft, n_fft // 4,
-                          window=torch.hann_window(n_fft, device=x.device), return_complex=True)
+        spec = stft_complex(x, n_fft)
         mag = spec.abs().clamp(min=1e-7)
         return spec * (mag.pow(power) / mag)
 
@@ -55,13 +54,8 @@ def frame_spectrum_loss(ref: torch.Tensor, spec: torch.Tensor, floor: float = 1e
     linear L1 relative to the reference's) takes that way out, leaving coherent phase as the only
     way to a low waveform loss.
     """
-    from openmrt.codec.stft import stft
-
-    def mag(s: torch.Tensor) -> torch.Tensor:
-        s = s.float()
-        return torch.sqrt(s[:, 0::2] ** 2 + s[:, 1::2] ** 2 + 1e-12)
-
-    m_ref, m_est = mag(stft(ref.float(), num_frames=spec.shape[2])), mag(spec)
+    m_ref = frame_magnitudes(stft(ref.float(), num_frames=spec.shape[2]), 1e-12)
+    m_est = frame_magnitudes(spec, 1e-12)
     log_l1 = (torch.log(m_est.clamp(min=floor)) - torch.log(m_ref.clamp(min=floor))).abs().mean()
     return log_l1 + (m_est - m_ref).abs().sum() / m_ref.sum().clamp(min=1e-8)
 
@@ -80,11 +74,6 @@ def phase_derivative_loss(ref: torch.Tensor, est: torch.Tensor, n_fft: int = 960
     rotation of the whole signal costs nothing.
     """
 
-    def spec(x: torch.Tensor) -> torch.Tensor:
-        rows = x.float().transpose(1, 2).reshape(-1, x.shape[1])
-        return torch.stft(rows, n_fft, n_fft // 4, window=torch.hann_window(n_fft, device=x.device),
-                          return_complex=True)  # [R, F, T]
-
     def term(p_ref: torch.Tensor, p_est: torch.Tensor) -> torch.Tensor:
         w = p_ref.abs().pow(power / 2)  # |X_a X_b|^(p/2): the pair's geometric-mean magnitude, compressed
         return (w * (unit(p_est) - unit(p_ref)).abs()).sum() / w.sum().clamp(min=1e-8)
@@ -92,7 +81,7 @@ def phase_derivative_loss(ref: torch.Tensor, est: torch.Tensor, n_fft: int = 960
     def unit(p: torch.Tensor) -> torch.Tensor:  # smooth near 0, where the angle is undefined
         return p / torch.sqrt(p.real**2 + p.imag**2 + eps**2)
 
-    x, y = spec(ref), spec(est)
+    x, y = stft_complex(ref, n_fft), stft_complex(est, n_fft)  # [rows, F, T]
     along_time = term(x[..., 1:] * x[..., :-1].conj(), y[..., 1:] * y[..., :-1].conj())
     along_freq = term(x[:, 1:] * x[:, :-1].conj(), y[:, 1:] * y[:, :-1].conj())
     return along_time + along_freq

@@ -11,7 +11,6 @@ and index.json sha256, the options that shape the pairs); a run whose inputs dif
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from openmrt.hub import sha256
 from openmrt.style.data import load_examples, sample_text, text_views
 from openmrt.style.features import FRAMES_PER_SECOND
 from openmrt.style.mapper import Mapper, MapperConfig, pmf_loss
@@ -50,20 +50,12 @@ def embedding_pairs(model: StyleModel, examples, texts_per_example: int, seed: i
     return audio, owner, np.stack(text)
 
 
-def _sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def pairs_source(style: str | Path, data: list[str | Path], texts_per_example: int, seed: int,
                  hop_seconds: float = HOP_SECONDS) -> dict:
     """What the pairs are a function of: the style model file (its bytes), the data folders in order (path and
     index.json: a rebuilt folder has a new index), and the options that shape the pairs."""
-    return {"style_sha256": _sha256(style),
-            "data": [{"path": str(Path(r).resolve()), "index_sha256": _sha256(Path(r) / "index.json")} for r in data],
+    return {"style_sha256": sha256(Path(style)),
+            "data": [{"path": str(Path(r).resolve()), "index_sha256": sha256(Path(r) / "index.json")} for r in data],
             "texts_per_example": texts_per_example, "seed": seed, "hop_seconds": hop_seconds}
 
 
