@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs openmrt and everything its tests need on a fresh Debian machine:
-# system packages (FluidSynth, a General MIDI SoundFont, libsndfile), the package itself in
-# editable mode with its dev tools, and basic-pitch without its TensorFlow dependency pins.
+# Installs openmrt and everything its tests need on a fresh Debian/Ubuntu machine:
+# system packages (FluidSynth, a General MIDI SoundFont, libsndfile, PortAudio, JACK), then the
+# package itself in editable mode with its dev tools inside a virtual environment `.venv` (stock
+# Debian 12+/Ubuntu 24.04 Pythons refuse system-wide pip installs, PEP 668), and basic-pitch
+# without its TensorFlow dependency pins. Afterwards: `.venv/bin/openmrt ...` or
+# `source .venv/bin/activate`. OPENMRT_VENV=path picks another environment folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+VENV="${OPENMRT_VENV:-.venv}"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 if command -v apt-get >/dev/null; then
   $SUDO apt-get update -qq
@@ -18,7 +22,18 @@ if command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq musescore-general-soundfont >/dev/null
   fi
 fi
-python3 -m pip install -q -e ".[dev]"
+if [ ! -x "$VENV/bin/python" ]; then
+  # Debian's python3 ships venv without ensurepip until python3-venv is installed.
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    rm -rf "$VENV"
+    command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$VENV"
+  fi
+fi
+PY="$VENV/bin/python"
+"$PY" -m pip install -q --upgrade pip
+"$PY" -m pip install -q -e ".[dev]"
 # basic-pitch's default Linux deps pull TensorFlow 2.15 and numpy<2; it runs its ONNX model
 # with onnxruntime (a dependency above), so install it alone.
-python3 -m pip install -q --no-deps "basic-pitch==0.4.0"
+"$PY" -m pip install -q --no-deps "basic-pitch==0.4.0"
+echo "openmrt installed in $VENV: run '$VENV/bin/openmrt --help', or 'source $VENV/bin/activate' first"
