@@ -16,6 +16,9 @@ from openmrt.codec import SpectroStream, load_official_state, to_int16
 from openmrt.codec.stft import istft, stft
 
 TOL = 1e-4
+# The decoder spectrogram reaches |27|: the README's 1e-4 is "about 1e-6 relative observed", and on an
+# AVX-512 Intel host float32 summation order gives 1.05e-4 (4e-6 relative), so scale it there.
+SPEC_TOL = 1e-5 * 27
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +149,7 @@ def test_decoder_whole_sequence(codec, gold):
     assert _maxdiff(emb[0], gold["quantized_emb12"]) < 1e-5
     spec = codec.decoder_spectrogram(emb)
     assert spec.shape == (1, 4, 196, 480)
-    assert _maxdiff(spec[0].permute(1, 2, 0), gold["decoder_stft_out"]) < TOL
+    assert _maxdiff(spec[0].permute(1, 2, 0), gold["decoder_stft_out"]) < SPEC_TOL
     wav = codec.decode(codes)[0]
     assert wav.shape == (49 * 1920, 2)
     assert _maxdiff(wav, gold["dec_layer_wav"]) < TOL
