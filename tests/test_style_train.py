@@ -35,12 +35,19 @@ def test_clip_loss_prefers_aligned_pairs_and_respects_shared_positives():
     aligned = clip_loss(a, a, eye, scale)
     shuffled = clip_loss(a, a[torch.randperm(6)], eye, scale)
     assert aligned < shuffled
-    # Two identical texts for two different audios: with both marked positive, the loss no longer pushes them apart.
-    t = a.clone()
-    t[1] = t[0]
+    # Two crops of one example (a0, a1 near each other, each with its own text): with both pairs marked
+    # positive, pulling the crops together lowers the loss; with one-hot targets it raises it (pushes
+    # them apart). Exact duplicates give the same value either way, so they cannot test this.
     pos = eye.clone()
     pos[0, 1] = pos[1, 0] = True
-    assert clip_loss(a, t, pos, scale) < clip_loss(a, t, eye, scale)
+    for seed in range(4):
+        torch.manual_seed(seed)
+        a = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+        a[1] = torch.nn.functional.normalize(a[0] + 0.5 * torch.randn(8), dim=0)
+        merged = a.clone()
+        merged[1] = torch.nn.functional.normalize(a[0] + a[1], dim=0)
+        assert clip_loss(merged, a, pos, scale) < clip_loss(a, a, pos, scale)
+        assert clip_loss(merged, a, eye, scale) > clip_loss(a, a, eye, scale)
 
 
 def test_pmf_one_step_lands_on_the_conditioned_mode():
