@@ -51,7 +51,7 @@ def rows(path) -> dict[int, dict]:
 
 
 def common(data, out, steps, *extra):
-    return ["train", "codec", "--data", str(data), "--eval-data", str(data), "--out", str(out), "--model", "demo",
+    return ["train", "codec", "--data", str(data), "--eval-data", str(data), "--out", str(out), "--preset", "demo",
             "--width", "0.03125", "--levels", "4", "--steps", str(steps), "--batch", "2", "--crop", "4",
             "--warmup", "2", "--vq-start", "2", "--kmeans-batches", "2", "--restart-every", "3", "--log-every", "1",
             "--eval-every", "4", "--eval-clips", "2", "--eval-seconds", "0.4", "--threads", "1", *extra]

@@ -24,7 +24,7 @@ def rows(path) -> dict[int, dict]:
 
 
 def common(data, out, steps, *extra):
-    return ["train", "lm", "--data", str(data), "--out", str(out), "--model", "tiny", "--steps", str(steps),
+    return ["train", "lm", "--data", str(data), "--out", str(out), "--preset", "tiny", "--steps", str(steps),
             "--batch", "4", "--crop", "24", "--lr", "3e-3", "--warmup", "5", "--log-every", "1", "--eval-every", "10",
             "--holdout", "1", *extra]
 
