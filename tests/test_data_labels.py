@@ -3,15 +3,17 @@ against its labels (onset frame, held frames, offs, drum flag) and against the s
 
 from __future__ import annotations
 
+import needs
 import numpy as np
 import pretty_midi
 import pytest
+from needs import need_soundfont
 
 from openmrt.data.labels import drum_flags, midi_labels, n_frames, note_states
 from openmrt.frame import FRAME_SAMPLES
 from openmrt.tokens import NOTE_HELD, NOTE_OFF, NOTE_ONSET
 
-FLUID_R3 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+FLUID_R3 = str(needs.FLUID_R3)
 
 
 def test_frame_rule():
@@ -40,8 +42,7 @@ def test_drum_flag_rule():
 
 @pytest.fixture(scope="module")
 def known_render():
-    if not __import__("pathlib").Path(FLUID_R3).is_file():
-        pytest.skip("fluid-soundfont-gm is not installed (scripts/install.sh installs it)")
+    need_soundfont()  # skip locally, fail in CI
     from openmrt.data.render import Renderer
 
     pm = pretty_midi.PrettyMIDI(initial_tempo=120)

@@ -8,13 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from needs import FLUID_R3, need_soundfont
 
 from openmrt.data import pipeline
 from openmrt.data.shards import build_shards, load_shard, read_index
 from openmrt.errors import DataError
 
-FLUID_R3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
-pytestmark = pytest.mark.skipif(not FLUID_R3.is_file(), reason="fluid-soundfont-gm is not installed")
+
+@pytest.fixture(scope="module", autouse=True)
+def soundfont():
+    need_soundfont()  # skip locally, fail in CI
+
+
 HOURS, PIECES = 0.007, (6.0, 8.0)  # three short pieces (one per shard): ~40 s of audio
 
 

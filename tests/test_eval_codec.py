@@ -1,4 +1,5 @@
-"""Codec metrics on hand-made cases, held-out clips from shards, ``openmrt eval roundtrip`` and ``openmrt eval codec``."""
+"""Codec metrics on hand-made cases, held-out clips from shards, ``openmrt eval roundtrip`` and
+``openmrt eval codec``."""
 
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ def test_roundtrip_cli_prints_metrics_and_writes_audio_and_png(tmp_path, capsys)
 def test_eval_codec_cli_scores_heldout_shards_and_writes_json(tmp_path, capsys):
     """``openmrt eval codec`` beside ``eval lm``: held-out figures of a codec file, printed and written with -o."""
     torch.manual_seed(0)
-    ckpt = save_codec(SpectroStream(CodecConfig(name="t", width=0.03125, num_quantizers=12)), tmp_path / "c.safetensors")
+    codec = SpectroStream(CodecConfig(name="t", width=0.03125, num_quantizers=12))
+    ckpt = save_codec(codec, tmp_path / "c.safetensors")
     root = make_audio_shards(tmp_path / "s", examples=2, frames=40)
     out = tmp_path / "codec_eval.json"
     assert main(["eval", "codec", "--codec", str(ckpt), "--data", str(root), "--clips", "2", "--seconds", "0.8",
