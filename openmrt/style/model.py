@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from openmrt.errors import CheckpointError, ConfigError
+from openmrt.frame import SAMPLE_RATE
 from openmrt.style import StyleSource
 from openmrt.style.features import FRAMES_PER_SECOND, SILENCE, logmel, to_mono16k
 from openmrt.style.mapper import Mapper, MapperConfig, seeded_noise
@@ -81,7 +82,7 @@ class StyleModel(StyleSource):
         """log-mel clips [B, n_mels, F] -> float32 [B, D] (unit norm)."""
         return self.audio_net(mels).numpy()
 
-    def embed_audio(self, audio: np.ndarray, sample_rate: int = 48000) -> np.ndarray:
+    def embed_audio(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """[T, 2] audio -> [D]: 16 kHz mono log-mels cut into clip_seconds clips (the last padded with silence;
         audio shorter than a clip is one clip as it is), embedded, averaged and re-normalised."""
         x = to_mono16k(audio, sample_rate)
