@@ -78,9 +78,11 @@ def _tokenize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from openmrt.codec.checkpoint import load_codec
+    from openmrt.data.shards import read_index
     from openmrt.data.tokenize import tokenize_folder
     from openmrt.device import resolve_device
 
+    read_index(args.folder)  # a bad folder fails before a model loads
     model = load_codec(args.codec, resolve_device(args.device), args.encoder, need_encoder=True)
     stats = tokenize_folder(args.folder, model, args.levels, Path(args.codec or "demo").name)
     print(f"tokenized {stats['tokenized']} shard(s); {stats['already']} had tokens already")
