@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from openmrt.data.compose import compose, style_names  # noqa: E402
-from openmrt.data.labels import SAMPLES_PER_FRAME, midi_labels, n_frames  # noqa: E402
+from openmrt.data.labels import midi_labels, n_frames  # noqa: E402
 from openmrt.data.render import Renderer, available_soundfonts, draw_augment  # noqa: E402
+from openmrt.frame import FRAME_SAMPLES  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
             piece = compose(styles[k % len(styles)], 500 + k, 40)
             t1 = time.process_time()
             frames = n_frames(piece.duration)
-            r.render(piece.midi, frames * SAMPLES_PER_FRAME, sf, draw_augment(k))
+            r.render(piece.midi, frames * FRAME_SAMPLES, sf, draw_augment(k))
             t2 = time.process_time()
             midi_labels(piece.midi, frames)
             t3 = time.process_time()

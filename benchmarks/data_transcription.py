@@ -33,8 +33,9 @@ from common import machine  # noqa: E402
 
 from openmrt.data import transcribe  # noqa: E402
 from openmrt.data.compose import compose, style_names  # noqa: E402
-from openmrt.data.labels import FRAME_RATE, SAMPLES_PER_FRAME, drum_flags, n_frames, note_states  # noqa: E402
+from openmrt.data.labels import drum_flags, n_frames, note_states  # noqa: E402
 from openmrt.data.pipeline import render_piece  # noqa: E402
+from openmrt.frame import FRAME_RATE, FRAME_SAMPLES  # noqa: E402
 
 CLIP_S = 10.0
 GAPS = (0.0, 0.03, 0.06, 0.1, 0.15)
@@ -50,7 +51,7 @@ def clip(style: str, seed: int) -> dict:
     f0 = int(rng.integers(0, max(1, total - int(CLIP_S * FRAME_RATE) - 1)))
     t0 = f0 / FRAME_RATE
     frames = n_frames(CLIP_S)
-    audio = mix[:, f0 * SAMPLES_PER_FRAME:(f0 + frames) * SAMPLES_PER_FRAME]
+    audio = mix[:, f0 * FRAME_SAMPLES:(f0 + frames) * FRAME_SAMPLES]
     ref = [(n.start - t0, n.end - t0, n.pitch) for i in piece.midi.instruments if not i.is_drum for n in i.notes
            if t0 <= n.start < t0 + CLIP_S or (n.start < t0 < n.end)]
     drums = drum_flags([n.start for i in piece.midi.instruments if i.is_drum for n in i.notes], total)[f0:f0 + frames]

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from openmrt.errors import DataError
+from openmrt.frame import SAMPLE_RATE
 
-SAMPLE_RATE = 48000
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
 

@@ -15,8 +15,8 @@ MODULES = [
     "openmrt.codec.cli",  # codec ...
     "openmrt.data.cli",  # data ...
     "openmrt.train.cli",  # train ...
-    "openmrt.style.cli",  # style embed, style eval
-    "openmrt.eval.cli",  # eval lm
+    "openmrt.style.cli",  # style embed, style tokens, style eval
+    "openmrt.eval.cli",  # eval lm, eval codec, eval roundtrip
     "openmrt.hub_cli",  # models list|download|verify
 ]
 

@@ -9,9 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from openmrt.errors import ConfigError
+
+# Fields older files carry that nothing reads any more (the frame is fixed: openmrt/frame.py).
+RETIRED_LM_FIELDS = frozenset({"style_codebook_size"})
+RETIRED_CODEC_FIELDS = frozenset({"sample_rate", "channels", "hop", "extra"})
+
+
+def _known(d: dict, cls: type, retired: frozenset[str], what: str) -> dict:
+    """``d`` without the retired fields; a field that is neither known nor retired is an error."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)} - retired
+    if unknown:
+        raise ConfigError(f"unknown {what} config fields {sorted(unknown)} (a file from a newer openmrt?)")
+    return {k: v for k, v in d.items() if k not in retired}
 
 
 @dataclass(frozen=True)
@@ -37,7 +49,6 @@ class LMConfig:
     num_levels: int = 12  # RVQ levels per frame (depth steps)
     codebook_size: int = 1024
     style_levels: int = 12  # MusicCoCa RVQ tokens per frame
-    style_codebook_size: int = 1024
     soft_cap: float = 30.0
     eps: float = 1e-6
 
@@ -52,7 +63,7 @@ class LMConfig:
 
     @staticmethod
     def from_json(text: str) -> LMConfig:
-        d = json.loads(text)
+        d = _known(json.loads(text), LMConfig, RETIRED_LM_FIELDS, "LM")
         d["temporal"] = TransformerConfig(**d["temporal"])
         d["depth"] = TransformerConfig(**d["depth"])
         return LMConfig(**d)
@@ -121,10 +132,6 @@ class CodecConfig:
     codebook_size: int = 1024
     latent_dim: int = 256
     token_levels: int = 12  # RVQ levels the LM reads and writes per frame
-    sample_rate: int = 48000
-    channels: int = 2
-    hop: int = 1920  # samples per token frame (25 Hz)
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def encoder_base(self) -> int:
@@ -141,11 +148,7 @@ class CodecConfig:
 
     @staticmethod
     def from_json(text: str) -> CodecConfig:
-        d = json.loads(text)
-        unknown = set(d) - {f.name for f in dataclasses.fields(CodecConfig)}
-        if unknown:
-            raise ConfigError(f"unknown codec config fields {sorted(unknown)}")
-        return CodecConfig(**d)
+        return CodecConfig(**_known(json.loads(text), CodecConfig, RETIRED_CODEC_FIELDS, "codec"))
 
 
 def _scaled(channels: int, width: float) -> int:

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from openmrt import weights
+
 
 def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
     if isinstance(obj, torch.Tensor):
@@ -92,28 +94,14 @@ class StreamState:
             t.copy_(sd[k])
 
 
+STATE_KIND = "openmrt-stream-state"
+
+
 def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write tensors + string metadata as safetensors, via a temporary file and a rename, so an
-    interrupted save never leaves half a file where a good one was."""
-    import os
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    """Write a stream state (tensors + string metadata) with the package's one atomic writer."""
+    weights.save_tensors(path, tensors, kind=STATE_KIND, metadata=metadata)
 
 
 def load_tensors(path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file; any failure is a CheckpointError naming ``what`` and the file."""
-    from safetensors import safe_open
-
-    from openmrt.errors import CheckpointError
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-    except Exception as e:  # safetensors raises several types for a bad or missing file
-        raise CheckpointError(f"cannot read {what} {path}: {e}") from e
+    """Read a stream-state file; any failure is a CheckpointError naming ``what`` and the file."""
+    return weights.load_tensors(path, what, kind=STATE_KIND)

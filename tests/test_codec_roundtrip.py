@@ -7,7 +7,6 @@ and fails in CI).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from needs import need
 
 from openmrt.audio import read_audio, write_audio
 from openmrt.codec import FRAME_SAMPLES, SpectroStream, official_output
@@ -24,8 +24,7 @@ SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 
 
 def _need(ok: bool, what: str) -> None:
-    if not ok:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{what} not available")
+    need(ok, what)
 
 
 @pytest.fixture(scope="module")

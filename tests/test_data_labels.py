@@ -3,14 +3,17 @@ against its labels (onset frame, held frames, offs, drum flag) and against the s
 
 from __future__ import annotations
 
+import needs
 import numpy as np
 import pretty_midi
 import pytest
+from needs import need_soundfont
 
-from openmrt.data.labels import SAMPLES_PER_FRAME, drum_flags, midi_labels, n_frames, note_states
+from openmrt.data.labels import drum_flags, midi_labels, n_frames, note_states
+from openmrt.frame import FRAME_SAMPLES
 from openmrt.tokens import NOTE_HELD, NOTE_OFF, NOTE_ONSET
 
-FLUID_R3 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+FLUID_R3 = str(needs.FLUID_R3)
 
 
 def test_frame_rule():
@@ -39,8 +42,7 @@ def test_drum_flag_rule():
 
 @pytest.fixture(scope="module")
 def known_render():
-    if not __import__("pathlib").Path(FLUID_R3).is_file():
-        pytest.skip("fluid-soundfont-gm is not installed (scripts/install.sh installs it)")
+    need_soundfont()  # skip locally, fail in CI
     from openmrt.data.render import Renderer
 
     pm = pretty_midi.PrettyMIDI(initial_tempo=120)
@@ -50,7 +52,7 @@ def known_render():
     kit.notes += [pretty_midi.Note(110, 36, t, t + 0.1) for t in (0.0, 0.5, 1.0, 1.5)]
     pm.instruments += [piano, kit]
     frames = n_frames(2.4)
-    mix, drums = Renderer().render(pm, frames * SAMPLES_PER_FRAME, FLUID_R3)
+    mix, drums = Renderer().render(pm, frames * FRAME_SAMPLES, FLUID_R3)
     return pm, frames, mix, drums
 
 
@@ -69,7 +71,7 @@ def test_known_midi_labels_match_timing_and_sound(known_render):
 
     # The sound agrees: the piano stem is silent before its onset frame and sounds from it on,
     # at C4's pitch; the kick is in the drum stem at frame 0.
-    tonal = (mix - drums).mean(0).reshape(frames, SAMPLES_PER_FRAME)
+    tonal = (mix - drums).mean(0).reshape(frames, FRAME_SAMPLES)
     rms = np.sqrt((tonal**2).mean(1))
     assert rms[:12].max() < 1e-4 < rms[12] and rms[13:24].min() > 10 * rms[:12].max()
     seg = tonal[14:24].ravel()
@@ -88,6 +90,6 @@ def test_render_is_deterministic_and_history_free(known_render):
     r = Renderer()
     other = compose("techno", 3, 8)
     r.render(other.midi, 48000 * 3, FLUID_R3, draw_augment(3))  # leaves nothing behind
-    again, again_drums = r.render(pm, frames * SAMPLES_PER_FRAME, FLUID_R3)
+    again, again_drums = r.render(pm, frames * FRAME_SAMPLES, FLUID_R3)
     np.testing.assert_array_equal(again, mix)
     np.testing.assert_array_equal(again_drums, drums)

@@ -1,4 +1,5 @@
-"""Codec metrics on hand-made cases, held-out clips from shards, and ``openmrt codec roundtrip``."""
+"""Codec metrics on hand-made cases, held-out clips from shards, ``openmrt eval roundtrip`` and
+``openmrt eval codec``."""
 
 from __future__ import annotations
 
@@ -68,12 +69,28 @@ def test_roundtrip_cli_prints_metrics_and_writes_audio_and_png(tmp_path, capsys)
     codec = SpectroStream(CodecConfig(name="t", width=0.03125, num_quantizers=12))
     ckpt = save_codec(codec, tmp_path / "c.safetensors")
     write_audio(tmp_path / "in.wav", _tone(0.5)[0].numpy())
-    assert main(["codec", "roundtrip", str(tmp_path / "in.wav"), "--checkpoint", str(ckpt)]) == 0
+    assert main(["eval", "roundtrip", str(tmp_path / "in.wav"), "--codec", str(ckpt), "--device", "cpu"]) == 0
     metrics = json.loads(capsys.readouterr().out.splitlines()[0])
     assert metrics["frames"] == 13 and metrics["levels"] == 12 and len(metrics["perplexity"]) == 12
     assert {"mel_l1", "stft_distance", "si_sdr_db"} <= set(metrics)
     assert (tmp_path / "in.roundtrip.wav").stat().st_size > 0
     assert (tmp_path / "in.roundtrip.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_codec_cli_scores_heldout_shards_and_writes_json(tmp_path, capsys):
+    """``openmrt eval codec`` beside ``eval lm``: held-out figures of a codec file, printed and written with -o."""
+    torch.manual_seed(0)
+    codec = SpectroStream(CodecConfig(name="t", width=0.03125, num_quantizers=12))
+    ckpt = save_codec(codec, tmp_path / "c.safetensors")
+    root = make_audio_shards(tmp_path / "s", examples=2, frames=40)
+    out = tmp_path / "codec_eval.json"
+    assert main(["eval", "codec", "--codec", str(ckpt), "--data", str(root), "--clips", "2", "--seconds", "0.8",
+                 "--levels", "4", "--no-onsets", "--device", "cpu", "-o", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["clips"] == 2 and res["levels"] == 4 and len(res["perplexity"]) == 4
+    assert res["seconds"] == pytest.approx(1.6) and np.isfinite(res["mel_l1"]) and "onset_f1_decoded" not in res
+    assert json.loads(capsys.readouterr().out) == res
+    assert main(["eval", "codec", "--codec", str(tmp_path / "missing.safetensors"), "--data", str(root)]) == 1
 
 
 def test_frame_diagnostics_tell_true_frames_from_loud_cancelling_ones():

@@ -61,9 +61,7 @@ def test_long48_through_window_eviction(small, golden_dir):
     err_h = err_l = 0.0
     for t in range(48):
         tr: dict = {}
-        out = gen.step(torch.as_tensor(d["cond_tokens"][t : t + 1]), forced=torch.as_tensor(d["tokens"][t : t + 1]),
-                       trace=tr)
-        assert torch.equal(out[0], torch.as_tensor(d["tokens"][t]).long())
+        gen.step(torch.as_tensor(d["cond_tokens"][t : t + 1]), forced=torch.as_tensor(d["tokens"][t : t + 1]), trace=tr)
         capped = torch.stack(tr["logits"], 2)[0, 0].numpy()  # [12, 1024]
         greedy = capped.argmax(-1) + np.array([tk.level_slice(q).start for q in range(12)])
         assert (greedy == d["tokens"][t]).all(), t  # every one of the 576 greedy decisions

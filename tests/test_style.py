@@ -197,14 +197,14 @@ def test_missing_style_file_is_named(tmp_path):
 
 def test_style_embed_cli(tmp_path, capsys):
     path = tiny_model().save(tmp_path / "s.safetensors")
-    assert main(["style", "embed", "--model", str(path), "--text", "disco funk"]) == 0
+    assert main(["style", "embed", "--style", str(path), "--text", "disco funk"]) == 0
     toks = [int(x) for x in capsys.readouterr().out.strip().split(",")]
     assert len(toks) == 12 and all(0 <= t < 8 for t in toks)
     wav = tmp_path / "a.wav"
     sf.write(wav, 0.1 * np.random.default_rng(1).standard_normal((24000, 2)), 48000)
-    assert main(["style", "embed", "--model", str(path), "--audio", str(wav)]) == 0
+    assert main(["style", "embed", "--style", str(path), "--audio", str(wav)]) == 0
     assert len(capsys.readouterr().out.strip().split(",")) == 12
-    assert main(["style", "embed", "--model", str(path)]) == 1  # neither --text nor --audio
+    assert main(["style", "embed", "--style", str(path)]) == 1  # neither --text nor --audio
 
 
 def test_generate_embeds_prompts_through_the_style_source(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from needs import free_port
 
 from openmrt.cli import main
 from openmrt.codec.checkpoint import load_codec
@@ -51,7 +52,7 @@ def rows(path) -> dict[int, dict]:
 
 
 def common(data, out, steps, *extra):
-    return ["train", "codec", "--data", str(data), "--eval-data", str(data), "--out", str(out), "--model", "demo",
+    return ["train", "codec", "--data", str(data), "--eval-data", str(data), "--out", str(out), "--preset", "demo",
             "--width", "0.03125", "--levels", "4", "--steps", str(steps), "--batch", "2", "--crop", "4",
             "--warmup", "2", "--vq-start", "2", "--kmeans-batches", "2", "--restart-every", "3", "--log-every", "1",
             "--eval-every", "4", "--eval-clips", "2", "--eval-seconds", "0.4", "--threads", "1", *extra]
@@ -154,7 +155,7 @@ def test_sigkill_then_resume(data, tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes(data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "openmrt.cli", *common(data, tmp_path / "ddp", 4, "--ckpt-every", "4")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 from lm_data import make_token_shards
+from needs import free_port
 from torch.distributed.tensor import DTensor
 
 from openmrt.cli import main
@@ -24,7 +25,7 @@ def rows(path) -> dict[int, dict]:
 
 
 def common(data, out, steps, *extra):
-    return ["train", "lm", "--data", str(data), "--out", str(out), "--model", "tiny", "--steps", str(steps),
+    return ["train", "lm", "--data", str(data), "--out", str(out), "--preset", "tiny", "--steps", str(steps),
             "--batch", "4", "--crop", "24", "--lr", "3e-3", "--warmup", "5", "--log-every", "1", "--eval-every", "10",
             "--holdout", "1", *extra]
 
@@ -81,7 +82,7 @@ def test_sigkill_then_resume(data, tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes(data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "openmrt.cli", *common(data, tmp_path / "ddp", 4, "--ckpt-every", "4")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -111,9 +112,9 @@ def test_fsdp_needs_torchrun(data, tmp_path, capsys):
     assert "--fsdp" in capsys.readouterr().err and not (tmp_path / "f" / "last.pt").exists()
 
 
-def torchrun(data, out, port: int, steps: int, *extra) -> None:
+def torchrun(data, out, steps: int, *extra) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "openmrt.cli", *common(data, out, steps, "--ckpt-every", "2", *extra)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -124,15 +125,15 @@ def test_torchrun_fsdp_matches_ddp_and_resumes_without_it(data, tmp_path):
     """The same seed, data and global batch under DDP and FSDP (2 gloo processes); the FSDP run stops at step 4
     of 6 and its checkpoint is resumed without --fsdp (DDP), which must land on the DDP run's curve."""
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
-    torchrun(data, ddp, 29534, 6)
-    torchrun(data, fsdp, 29535, 6, "--fsdp", "--stop-after", "4")
+    torchrun(data, ddp, 6)
+    torchrun(data, fsdp, 6, "--fsdp", "--stop-after", "4")
     ck, ref = (torch.load(p / "last.pt", weights_only=False) for p in (fsdp, ddp))
     assert ck["step"] == 4 and (fsdp / "lm.safetensors").exists()
     assert ck["model"].keys() == ref["model"].keys()  # a plain full state dict, as DDP writes it
     assert not any(isinstance(v, DTensor) for v in ck["model"].values())
     assert set(ck["optimizer"]["state"]) == set(ref["optimizer"]["state"])
     assert sorted(rows(fsdp / "log.csv")) == [1, 2, 3, 4]
-    torchrun(data, fsdp, 29536, 6)  # resumes the FSDP checkpoint at step 4 under DDP
+    torchrun(data, fsdp, 6)  # resumes the FSDP checkpoint at step 4 under DDP
     a, b = rows(ddp / "log.csv"), rows(fsdp / "log.csv")
     assert sorted(a) == sorted(b) == list(range(1, 7))
     # Not bitwise: FSDP reduce-scatters gradient shards and sums the clipping norm from per-shard partial sums, so

@@ -1,4 +1,4 @@
-"""``openmrt data``: compose, ingest, tokenize, style-tokens, show."""
+"""``openmrt data``: compose, ingest, tokenize, show (style tokens: ``openmrt style tokens``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ __all__ = ["register"]
 
 
 def register(sub) -> None:
+    from openmrt.codec.checkpoint import add_codec_args
+    from openmrt.device import add_device_args
+
     data = sub.add_parser("data", help="build training data: composed music, a user's folder, tokens, pictures")
     cmds = data.add_subparsers(dest="data_command", required=True)
 
     p = cmds.add_parser("compose", help="compose, render and label music into shards")
     p.add_argument("--hours", type=float, required=True, help="about this much audio (e.g. 0.1)")
-    p.add_argument("--out", required=True, help="shard folder (rerun the same command to resume)")
+    p.add_argument("-o", "--out", required=True, help="shard folder (rerun the same command to resume)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pieces-per-shard", type=int, default=4)
@@ -22,7 +25,7 @@ def register(sub) -> None:
 
     p = cmds.add_parser("ingest", help="shards from a folder of audio (transcribed) and MIDI (rendered) files")
     p.add_argument("folder")
-    p.add_argument("--out", required=True)
+    p.add_argument("-o", "--out", required=True, help="shard folder (rerun the same command to resume)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--files-per-shard", type=int, default=8)
     p.add_argument("--style", default="", help="style tag for every file (e.g. the artist or genre)")
@@ -31,18 +34,10 @@ def register(sub) -> None:
 
     p = cmds.add_parser("tokenize", help="add 12-level codec tokens to a shard folder")
     p.add_argument("folder")
-    p.add_argument("--codec", help="an openmrt codec checkpoint (safetensors with its config)")
-    p.add_argument("--encoder", help="official resources/spectrostream/encoder.safetensors (with --lm-checkpoint)")
-    p.add_argument("--lm-checkpoint", help="official checkpoints/mrt2_*.safetensors (its RVQ codebook)")
+    add_codec_args(p)
     p.add_argument("--levels", type=int, default=12)
+    add_device_args(p)
     p.set_defaults(func=_tokenize)
-
-    p = cmds.add_parser("style-tokens", help="add the LM's per-frame style tokens (style model over the audio)")
-    p.add_argument("folder")
-    p.add_argument("--style", default="demo", help="style model: demo (ours), musiccoca (official files) or a file")
-    p.add_argument("--window", type=float, default=10.0, help="seconds of audio around each hop")
-    p.add_argument("--hop", type=int, default=25, help="frames per style update (25 = 1 s)")
-    p.set_defaults(func=_style_tokens)
 
     p = cmds.add_parser("show", help="PNG of one example: spectrogram, piano roll, drum flag")
     p.add_argument("shard", help="a shard_NNNNN.npz file")
@@ -82,21 +77,15 @@ def _ingest(args: argparse.Namespace) -> int:
 def _tokenize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from openmrt.data.tokenize import load_codec, tokenize_folder
+    from openmrt.codec.checkpoint import load_codec
+    from openmrt.data.shards import read_index
+    from openmrt.data.tokenize import tokenize_folder
+    from openmrt.device import resolve_device
 
-    model = load_codec(args.codec, args.encoder, args.lm_checkpoint)
-    stats = tokenize_folder(args.folder, model, args.levels, Path(args.codec or args.encoder).name)
+    read_index(args.folder)  # a bad folder fails before a model loads
+    model = load_codec(args.codec, resolve_device(args.device), args.encoder, need_encoder=True)
+    stats = tokenize_folder(args.folder, model, args.levels, Path(args.codec or "demo").name)
     print(f"tokenized {stats['tokenized']} shard(s); {stats['already']} had tokens already")
-    return 0
-
-
-def _style_tokens(args: argparse.Namespace) -> int:
-    from openmrt.data.tokenize import style_tokenize_folder
-    from openmrt.style import load_style
-
-    style = load_style(args.style)
-    stats = style_tokenize_folder(args.folder, style, args.window, args.hop, style.name)
-    print(f"added style tokens to {stats['tokenized']} shard(s); {stats['already']} had them already")
     return 0
 
 

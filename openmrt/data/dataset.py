@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from openmrt.data.labels import SAMPLES_PER_FRAME
 from openmrt.data.shards import load_shard, read_index
+from openmrt.frame import FRAME_SAMPLES
 
 __all__ = ["CropDataset"]
 
@@ -67,8 +67,8 @@ class CropDataset(IterableDataset):
                     "valid": torch.arange(F) < m, "caption": ex["meta"].get("caption", ""),
                     "style": ex["meta"].get("style", ""), "shard": self.files[k], "example": i, "start": start}
             if self.audio:
-                a = ex["audio"][:, start * SAMPLES_PER_FRAME:(start + m) * SAMPLES_PER_FRAME]
-                audio = torch.zeros(2, F * SAMPLES_PER_FRAME)
+                a = ex["audio"][:, start * FRAME_SAMPLES:(start + m) * FRAME_SAMPLES]
+                audio = torch.zeros(2, F * FRAME_SAMPLES)
                 audio[:, : a.shape[1]] = torch.from_numpy(a.astype(np.float32) / 32768.0)
                 item["audio"] = audio
             if "tokens" in ex:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openmrt.data.labels import FRAME_RATE, SAMPLES_PER_FRAME
+from openmrt.frame import FRAME_RATE, FRAME_SAMPLES
 from openmrt.tokens import NOTE_ONSET
 
 __all__ = ["HeldoutClip", "Notes", "heldout_clips", "midi_bytes_notes"]
@@ -101,7 +101,7 @@ def heldout_clips(root: str | Path, count: int = 24, seconds: float = 8.0, *, sk
             stem = ex.get("drum_audio")
             for f0 in starts:
                 t0, t1 = f0 / FRAME_RATE, (f0 + frames) / FRAME_RATE
-                span = slice(f0 * SAMPLES_PER_FRAME, (f0 + frames) * SAMPLES_PER_FRAME)
+                span = slice(f0 * FRAME_SAMPLES, (f0 + frames) * FRAME_SAMPLES)
                 clips.append(HeldoutClip(
                     audio=float_audio(ex["audio"][:, span]),
                     drum_audio=None if stem is None else float_audio(stem[:, span]),

@@ -29,13 +29,12 @@ import pretty_midi
 
 from openmrt.data.styles import STYLES
 from openmrt.data.theory import PITCH_NAMES
+from openmrt.frame import FRAME_RATE
 from openmrt.tokens import NOTE_HELD, NOTE_OFF, NOTE_ONSET, NUM_PITCHES
 
-__all__ = ["FRAME_RATE", "SAMPLES_PER_FRAME", "Labels", "caption", "drum_flags", "midi_labels", "n_frames",
+__all__ = ["Labels", "caption", "drum_flags", "midi_labels", "n_frames",
            "note_states"]
 
-FRAME_RATE = 25
-SAMPLES_PER_FRAME = 1920
 DRUM_GAP_S = 2.0
 DRUM_TAIL_S = 0.25
 META_PREFIX = "openmrt:"

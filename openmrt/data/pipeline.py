@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from openmrt.data.compose import compose, style_names
-from openmrt.data.labels import SAMPLES_PER_FRAME, midi_labels, n_frames
+from openmrt.data.labels import midi_labels, n_frames
 from openmrt.data.render import Renderer, available_soundfonts, choose_soundfont, draw_augment
 from openmrt.data.shards import Example, build_shards, write_shard
 from openmrt.errors import DataError
+from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
 
 __all__ = ["compose_dataset", "plan_compose", "render_piece"]
 
@@ -53,7 +54,7 @@ def render_piece(pm, duration: float, seed: int, soundfont: str | None = None, l
     frames = n_frames(duration)
     soundfont = soundfont or choose_soundfont(seed)
     aug = draw_augment(seed, light_augment)
-    mix, drums = _renderer().render(pm, frames * SAMPLES_PER_FRAME, soundfont, aug)
+    mix, drums = _renderer().render(pm, frames * FRAME_SAMPLES, soundfont, aug)
     labels = midi_labels(pm, frames)
     facts = {"soundfont": Path(soundfont).name, "augment": {k: round(v, 3) for k, v in asdict(aug).items()}}
     return mix, drums, labels, facts
@@ -142,13 +143,13 @@ def ingest_file(folder: Path, name: str, style: str = "", caption: str = "") -> 
     from openmrt.data.transcribe import transcription_labels
 
     audio = read_audio(path).T  # [2, N] at 48 kHz
-    if audio.shape[1] < SAMPLES_PER_FRAME:
+    if audio.shape[1] < FRAME_SAMPLES:
         raise DataError("no audio (shorter than one 40 ms frame)")
     if not np.isfinite(audio).all() or np.abs(audio).max() < 1e-4:
         raise DataError("silent or invalid samples")
-    frames = audio.shape[1] // SAMPLES_PER_FRAME  # whole frames; the last partial frame is dropped
-    audio = audio[:, :frames * SAMPLES_PER_FRAME]
-    notes, drum_flags, n_notes = transcription_labels(audio, 48000, frames)
+    frames = audio.shape[1] // FRAME_SAMPLES  # whole frames; the last partial frame is dropped
+    audio = audio[:, :frames * FRAME_SAMPLES]
+    notes, drum_flags, n_notes = transcription_labels(audio, SAMPLE_RATE, frames)
     meta = {"source": "audio", "file": name, "frames": frames, "labels": "basic-pitch + drum detector",
             "notes": n_notes, "style": style, "caption": caption or style, "has_drums": bool(drum_flags.any())}
     return Example(audio, Labels(notes, drum_flags, meta), meta)

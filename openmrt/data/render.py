@@ -21,10 +21,10 @@ import pretty_midi
 from scipy import signal
 
 from openmrt.errors import DataError
+from openmrt.frame import SAMPLE_RATE
 
 __all__ = ["SAMPLE_RATE", "Augment", "Renderer", "augment", "available_soundfonts", "choose_soundfont", "draw_augment"]
 
-SAMPLE_RATE = 48_000
 # Debian SoundFonts, in order of preference, with the share of pieces each gets when present.
 SOUNDFONTS: tuple[tuple[str, float], ...] = (
     ("/usr/share/sounds/sf2/FluidR3_GM.sf2", 0.45),  # fluid-soundfont-gm: the one CI installs

@@ -12,7 +12,7 @@ key             dtype, shape            meaning
 ``offsets``     int64 [n + 1]           example i is frames offsets[i]:offsets[i+1]
 ``meta``        str (JSON)              per-example metadata (caption, style, tempo, ...)
 ``tokens``      int16 [T, 12]           codec tokens, once ``openmrt data tokenize`` ran
-``style_tokens``int16 [T, 12]           style tokens, once ``openmrt data style-tokens`` ran
+``style_tokens``int16 [T, 12]           style tokens, once ``openmrt style tokens`` ran
 ``midi``        uint8 [bytes]           the source MIDI files back to back (composed and
                                         ingested MIDI; empty for audio), split by
 ``midi_offsets``int64 [n + 1]           byte offsets
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,8 +39,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from openmrt.data.labels import SAMPLES_PER_FRAME, Labels
+from openmrt.data.labels import Labels
 from openmrt.errors import DataError
+from openmrt.frame import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
+from openmrt.weights import atomic_write
 
 __all__ = ["Example", "Shard", "build_shards", "load_shard", "read_index", "shard_path", "write_shard", "write_index"]
 
@@ -81,7 +82,7 @@ class Shard:
     def example(self, i: int) -> dict:
         """Arrays and metadata of example ``i``."""
         f0, f1 = int(self.offsets[i]), int(self.offsets[i + 1])
-        s0, s1 = f0 * SAMPLES_PER_FRAME, f1 * SAMPLES_PER_FRAME
+        s0, s1 = f0 * FRAME_SAMPLES, f1 * FRAME_SAMPLES
         out = {"audio": self.audio[:, s0:s1], "notes": self.notes[f0:f1], "drums": self.drums[f0:f1],
                "meta": self.meta[i]}
         if self.drum_audio is not None:
@@ -111,13 +112,8 @@ def float_audio(x: np.ndarray) -> np.ndarray:
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` to ``path`` atomically (temporary file, fsync, rename): readers and resumed builds
     never see half a shard."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _plain(x):
@@ -137,7 +133,7 @@ def write_shard(path: str | Path, examples: Sequence[Example], extra_meta: dict 
     path = Path(path)
     frames = [e.labels.notes.shape[0] for e in examples]
     for e, t in zip(examples, frames, strict=True):
-        if e.audio.shape != (2, t * SAMPLES_PER_FRAME) or e.labels.drums.shape != (t,):
+        if e.audio.shape != (2, t * FRAME_SAMPLES) or e.labels.drums.shape != (t,):
             raise DataError(f"example {e.meta.get('source')}: audio {e.audio.shape} does not match {t} label frames")
     total = sum(frames)
     arrays = {
@@ -159,7 +155,7 @@ def write_shard(path: str | Path, examples: Sequence[Example], extra_meta: dict 
         arrays["midi_offsets"] = np.concatenate([[0], np.cumsum([len(e.midi) for e in examples])]).astype(np.int64)
     save_arrays(path, arrays)
     return {"file": path.name, "examples": len(examples), "frames": int(total),
-            "seconds": round(total / 25, 2)}
+            "seconds": round(total / FRAME_RATE, 2)}
 
 
 def load_shard(path: str | Path) -> Shard:
@@ -182,7 +178,7 @@ def shard_info(path: str | Path) -> dict:
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"cannot read shard {path}: {e}") from e
     info = {"file": Path(path).name, "examples": len(meta["examples"]), "frames": int(offsets[-1]),
-            "seconds": round(int(offsets[-1]) / 25, 2), "example_frames": np.diff(offsets).tolist()}
+            "seconds": round(int(offsets[-1]) / FRAME_RATE, 2), "example_frames": np.diff(offsets).tolist()}
     if "skipped" in meta:
         info["skipped"] = meta["skipped"]
     return info
@@ -192,12 +188,11 @@ def write_index(out_dir: str | Path, build: dict) -> dict:
     """Scan the shards of ``out_dir`` and write ``index.json`` (atomically)."""
     out_dir = Path(out_dir)
     shards = [shard_info(p) for p in sorted(out_dir.glob("shard_*.npz"))]
-    index = {"format": FORMAT, "version": VERSION, "sample_rate": 48000, "frame_rate": 25,
-             "samples_per_frame": SAMPLES_PER_FRAME, "build": build, "shards": shards,
+    index = {"format": FORMAT, "version": VERSION, "sample_rate": SAMPLE_RATE, "frame_rate": FRAME_RATE,
+             "samples_per_frame": FRAME_SAMPLES, "build": build, "shards": shards,
              "examples": sum(s["examples"] for s in shards), "seconds": round(sum(s["seconds"] for s in shards), 2)}
-    tmp = out_dir / "index.json.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, out_dir / "index.json")
+    with atomic_write(out_dir / "index.json") as tmp:
+        tmp.write_text(json.dumps(index, indent=1))
     return index
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from openmrt.data.labels import FRAME_RATE
 from openmrt.data.shards import load_shard
 from openmrt.errors import DataError
+from openmrt.frame import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
 
 __all__ = ["show_example"]
 
@@ -28,9 +28,10 @@ def show_example(shard_file: str | Path, out_png: str | Path, example: int = 0, 
     ex = shard.example(example)
     frames = ex["notes"].shape[0] if seconds is None else min(ex["notes"].shape[0], int(seconds * FRAME_RATE))
     notes, drums = ex["notes"][:frames], ex["drums"][:frames]
-    mono = ex["audio"][:, : frames * 1920].astype(np.float32).mean(0) / 32768.0
-    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=mono, sr=48000, n_fft=4096, hop_length=1920,
-                                                             n_mels=128, fmax=16000), ref=np.max)
+    mono = ex["audio"][:, : frames * FRAME_SAMPLES].astype(np.float32).mean(0) / 32768.0
+    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=mono, sr=SAMPLE_RATE, n_fft=4096,
+                                                             hop_length=FRAME_SAMPLES, n_mels=128, fmax=16000),
+                              ref=np.max)
     t_end = frames / FRAME_RATE
     fig, axes = plt.subplots(3, 1, figsize=(14, 9), sharex=True, gridspec_kw={"height_ratios": [3, 4, 0.6]})
     axes[0].imshow(mel, origin="lower", aspect="auto", extent=[0, t_end, 0, 128], cmap="magma")

@@ -2,8 +2,8 @@
 frame, stored as ``tokens`` int16 [T, 12] next to the labels (frame f of both is the same 40 ms);
 and the LM's style input, ``style_tokens`` int16 [T, 12], from a style model over the audio.
 
-Which codec: an openmrt codec checkpoint (``openmrt.codec.checkpoint``, e.g. the shipped demo
-codec), or the official SpectroStream encoder with the official LM checkpoint (for the RVQ codebook).
+Which codec: whatever ``openmrt.codec.checkpoint.load_codec`` resolves (the shipped demo codec by
+default, our codec file, or the official SpectroStream encoder and codebook).
 Shards gain their tokens one at a time, atomically (rewrite, then rename), so a run can be resumed.
 """
 
@@ -14,29 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from openmrt.data.labels import FRAME_RATE, SAMPLES_PER_FRAME
 from openmrt.data.shards import float_audio, read_index, save_arrays, write_index
 from openmrt.errors import DataError
+from openmrt.frame import FRAME_RATE, FRAME_SAMPLES
 
-__all__ = ["load_codec", "style_tokenize_folder", "tokenize_folder"]
-
-
-def load_codec(codec: str | Path | None = None, encoder: str | Path | None = None,
-               lm_checkpoint: str | Path | None = None):
-    """The codec to tokenise with: an openmrt codec checkpoint (``codec``), or the official encoder
-    plus the official LM checkpoint, whose ``params/soundstream`` holds the RVQ codebook."""
-    from openmrt.codec import SpectroStream, load_official
-    from openmrt.codec.checkpoint import load_codec as load_own
-
-    if codec is not None:
-        return load_own(codec)
-    if encoder is None or lm_checkpoint is None:
-        raise DataError("tokenising needs --codec (an openmrt codec checkpoint, e.g. the demo codec "
-                        "openmrt/assets/demo/codec.safetensors) or both --encoder and --lm-checkpoint "
-                        "(the official MRT2 encoder.safetensors and mrt2_*.safetensors)")
-    model = SpectroStream()
-    load_official(model, lm_checkpoint, encoder)
-    return model.eval()
+__all__ = ["style_tokenize_folder", "tokenize_folder"]
 
 
 def tokenize_folder(folder: str | Path, model, levels: int = 12, codec_name: str = "") -> dict:
@@ -44,9 +26,9 @@ def tokenize_folder(folder: str | Path, model, levels: int = 12, codec_name: str
     import torch
 
     def encode(audio: np.ndarray, frames: int) -> np.ndarray:
-        x = torch.from_numpy(float_audio(audio))[None]
+        x = torch.from_numpy(float_audio(audio))[None].to(next(model.parameters()).device)
         with torch.inference_mode():
-            return model.encode(x, levels)[0].numpy()  # [T, levels]
+            return model.encode(x, levels)[0].cpu().numpy()  # [T, levels]
 
     info = {"codec": codec_name, "levels": levels}
     done, skipped = _add_per_frame(folder, "tokens", encode, info, "tokenizing")
@@ -68,7 +50,7 @@ def style_tokenize_folder(folder: str | Path, style, window_s: float = 10.0, hop
         for h in range(0, frames, hop_frames):
             mid = min(h + hop_frames // 2, frames - 1)
             a, b = max(0, mid - half), min(frames, mid + half)
-            clip = float_audio(audio[:, a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME])
+            clip = float_audio(audio[:, a * FRAME_SAMPLES:b * FRAME_SAMPLES])
             out[h:h + hop_frames] = style.tokenize(style.embed_audio(clip))
         return out
 
@@ -96,7 +78,7 @@ def _add_per_frame(folder: str | Path, key: str, per_example, info: dict, desc: 
         out = None
         for i in range(len(offsets) - 1):
             f0, f1 = int(offsets[i]), int(offsets[i + 1])
-            value = per_example(audio[:, f0 * SAMPLES_PER_FRAME:f1 * SAMPLES_PER_FRAME], f1 - f0)
+            value = per_example(audio[:, f0 * FRAME_SAMPLES:f1 * FRAME_SAMPLES], f1 - f0)
             if value.shape[0] != f1 - f0:
                 raise DataError(f"{key}: got {value.shape[0]} frames for {f1 - f0} label frames in {path}")
             if out is None:

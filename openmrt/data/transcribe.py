@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from openmrt.data.fitted import MERGE_GAP_S, MIN_NOTE_MS, ONSET_THRESHOLD  # chosen on rendered data
-from openmrt.data.labels import FRAME_RATE, note_states
+from openmrt.data.labels import note_states
+from openmrt.frame import FRAME_RATE
 
 __all__ = ["MERGE_GAP_S", "DrumDetector", "drum_activity", "drum_features", "merge_reonsets", "transcribe_notes",
            "transcription_labels"]

@@ -1,9 +1,9 @@
 """Codec quality: spectral distances, SI-SDR, note-onset F1 against the source MIDI, codebook usage.
 
-    python -m openmrt.eval.codec --codec openmrt/assets/demo/codec.safetensors --data HELDOUT_SHARDS
+    openmrt eval codec --data HELDOUT_SHARDS [--codec demo] [-o codec_eval.json]
 
-The spectral functions are differentiable torch code: the codec trainer uses the same
-definitions as its losses (openmrt/train/codec.py), so a logged loss and a reported metric agree.
+The spectral distances are defined once in openmrt/spectral.py: the codec trainer's losses use the
+same definitions, so a logged loss and a reported metric agree.
 
 Onset F1. Decoded (and, as the ceiling, original) audio is transcribed by basic-pitch
 (openmrt/data/transcribe.py) and scored with ``mir_eval.transcription`` against the notes of the
@@ -17,7 +17,6 @@ against the original and the decoded audio alike.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import time
@@ -27,68 +26,19 @@ import numpy as np
 import torch
 
 from openmrt.data.heldout import HeldoutClip, Notes, heldout_clips
+from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
+from openmrt.spectral import frame_magnitudes, mel_l1, mono_rows, stft_distance
 
-__all__ = ["Clip", "Notes", "STFT_SIZES", "evaluate_codec", "frame_diagnostics", "frame_magnitudes", "heldout_clips",
-           "log_mel", "mel_l1", "onset_f1", "perplexity", "random_phase_floor", "si_sdr", "stft_complex",
-           "stft_distance", "stft_mag"]
+__all__ = ["Clip", "Notes", "evaluate_codec", "frame_diagnostics", "heldout_clips", "mel_l1", "onset_f1",
+           "perplexity", "random_phase_floor", "si_sdr", "stft_distance"]
 
-SAMPLE_RATE = 48000
-STFT_SIZES = (512, 1024, 2048)  # 11, 21, 43 ms windows at 48 kHz; three sizes keep the CPU cost down
-MEL_FFT, MEL_HOP, MEL_BANDS = 2048, 480, 128
-LOG_FLOOR = 1e-5
 
 Clip = HeldoutClip  # a held-out clip (openmrt/data/heldout.py: ``heldout_clips`` picks them)
 
 
-def _mono_rows(x: torch.Tensor) -> torch.Tensor:
-    """[B, N, C] -> [B·C, N] (channels become rows); [B, N] passes."""
-    return x.transpose(1, 2).reshape(-1, x.shape[1]) if x.dim() == 3 else x
-
-
-def stft_complex(x: torch.Tensor, n_fft: int, hop: int | None = None) -> torch.Tensor:
-    """Complex STFT [B·C, n_fft/2 + 1, T] of audio [B, N, C] or [B, N] (float32, Hann window, hop n_fft/4)."""
-    x = _mono_rows(x).float()
-    return torch.stft(x, n_fft, hop or n_fft // 4, window=torch.hann_window(n_fft, device=x.device),
-                      return_complex=True)
-
-
-def stft_mag(x: torch.Tensor, n_fft: int, hop: int | None = None) -> torch.Tensor:
-    """Magnitudes [B·C, n_fft/2 + 1, T] of audio [B, N, C] or [B, N] (float32, Hann window)."""
-    return stft_complex(x, n_fft, hop).abs().clamp(min=LOG_FLOOR)
-
-
-@functools.lru_cache(maxsize=8)
-def _mel_basis(device: str) -> torch.Tensor:
-    import librosa
-
-    fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=MEL_FFT, n_mels=MEL_BANDS, fmin=0.0, fmax=SAMPLE_RATE / 2)
-    return torch.from_numpy(fb).float().to(device)
-
-
-def log_mel(x: torch.Tensor) -> torch.Tensor:
-    """Natural-log mel magnitudes [B·C, 128, T] (2048-point FFT, 10 ms hop) of [B, N, C] audio."""
-    mag = stft_mag(x, MEL_FFT, MEL_HOP)
-    return torch.log(torch.matmul(_mel_basis(str(mag.device)), mag).clamp(min=LOG_FLOOR))
-
-
-def mel_l1(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
-    """Mean |log mel(ref) − log mel(est)| (natural log): 0 for identical audio."""
-    return (log_mel(ref) - log_mel(est)).abs().mean()
-
-
-def stft_distance(ref: torch.Tensor, est: torch.Tensor, sizes: tuple[int, ...] = STFT_SIZES) -> torch.Tensor:
-    """Multi-resolution STFT distance: mean over sizes of spectral convergence + mean |Δ log magnitude|."""
-    total = ref.new_zeros((), dtype=torch.float32)
-    for n in sizes:
-        r, e = stft_mag(ref, n), stft_mag(est, n)
-        sc = torch.linalg.vector_norm(r - e, dim=(1, 2)) / torch.linalg.vector_norm(r, dim=(1, 2)).clamp(min=1e-3)
-        total = total + sc.mean() + (r.log() - e.log()).abs().mean()
-    return total / len(sizes)
-
-
 def si_sdr(ref: torch.Tensor, est: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Scale-invariant SDR in dB per row [B·C] of [B, N, C] audio (zero-mean, projection onto ref)."""
-    r, e = _mono_rows(ref).double(), _mono_rows(est).double()
+    r, e = mono_rows(ref).double(), mono_rows(est).double()
     r, e = r - r.mean(-1, keepdim=True), e - e.mean(-1, keepdim=True)
     target = (e * r).sum(-1, keepdim=True) / ((r * r).sum(-1, keepdim=True) + eps) * r
     return 10 * torch.log10((target.pow(2).sum(-1) + eps) / ((e - target).pow(2).sum(-1) + eps))
@@ -124,13 +74,6 @@ def onset_f1(ref: Notes, est: Notes, tolerance: float = 0.05) -> tuple[float, fl
 # ---------------------------------------------------------------------------- the evaluation
 
 
-def frame_magnitudes(spec: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """Packed codec STFT [B, 4, T, 480] ([Re, Im] per channel) -> magnitudes [B, 2, T, 480] (float32);
-    ``eps`` under the root keeps the gradient finite at 0 (losses)."""
-    spec = spec.float()
-    return torch.sqrt(spec[:, 0::2] ** 2 + spec[:, 1::2] ** 2 + eps)
-
-
 @torch.no_grad()
 def frame_diagnostics(spec: torch.Tensor, audio: torch.Tensor) -> tuple[float, float]:
     """(gain, inconsistency) of a decoder's own STFT frames Y [B, 4, T, 480] for [B, N, 2] audio X:
@@ -161,7 +104,7 @@ def random_phase_floor(clips: list[Clip], onsets: bool = True, seed: int = 0) ->
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.stack([c.audio for c in clips]))
-    frames = 4 * (x.shape[1] // 1920)
+    frames = 4 * (x.shape[1] // FRAME_SAMPLES)
     spec = stft(x, num_frames=frames)
     mag = frame_magnitudes(spec)
     phase = torch.rand(mag.shape, generator=gen) * (2 * math.pi)
@@ -228,9 +171,11 @@ def _onset_scores(clips: list[Clip], decoded: list[np.ndarray]) -> dict:
             "onset_f1_ratio": fd / fo if fo > 0 else math.nan}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description="evaluate a codec checkpoint on held-out shards")
-    ap.add_argument("--codec", required=True, help="openmrt codec checkpoint (safetensors with config)")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    from openmrt.codec.checkpoint import add_codec_args
+    from openmrt.device import add_device_args
+
+    add_codec_args(ap)
     ap.add_argument("--data", required=True, help="held-out shard folder (not used in training)")
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=8.0)
@@ -239,15 +184,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--random-phase-floor", action="store_true", help="also score the clips' own magnitudes "
                     "with random phases (what a decoder with right magnitudes and incoherent phases can reach)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    ap.add_argument("--out", type=Path, help="also write the JSON here")
-    args = ap.parse_args(argv)
+    ap.add_argument("-o", "--out", type=Path, help="also write the JSON here")
+    add_device_args(ap)
+
+
+def run(args: argparse.Namespace) -> dict:
     from openmrt.codec.checkpoint import load_codec
+    from openmrt.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     clips = heldout_clips(args.data, args.clips, args.seconds)
-    res = evaluate_codec(load_codec(args.codec), clips, args.levels, onsets=not args.no_onsets)
+    model = load_codec(args.codec, resolve_device(args.device), args.encoder, need_encoder=True)
+    res = evaluate_codec(model, clips, args.levels, onsets=not args.no_onsets)
     if args.random_phase_floor:
         res["random_phase_floor"] = random_phase_floor(clips, onsets=not args.no_onsets)
     res["eval_s"] = round(time.perf_counter() - t0, 1)
@@ -256,7 +206,3 @@ def main(argv: list[str] | None = None) -> dict:
         args.out.write_text(text + "\n")
     print(text)
     return res
-
-
-if __name__ == "__main__":
-    main()

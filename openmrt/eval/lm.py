@@ -1,6 +1,6 @@
 """LM evaluation: does a bundle play the notes, drop the drums and take the style it is told?
 
-    openmrt eval lm --model demo --data HELDOUT_SHARDS [--clips 12 --seconds 8] [--out lm_eval.json]
+    openmrt eval lm --data HELDOUT_SHARDS [--model auto] [--clips 12 --seconds 8] [-o lm_eval.json]
 
 Every figure is judged against the ceiling the same judge reaches on the source rendering
 (basic-pitch over-detects, so absolute figures mislead):
@@ -31,12 +31,10 @@ import numpy as np
 
 from openmrt import tokens as tk
 from openmrt.data.heldout import HeldoutClip, Notes, heldout_clips
-from openmrt.data.labels import FRAME_RATE, SAMPLES_PER_FRAME
 from openmrt.eval.codec import onset_f1
+from openmrt.frame import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
 
 __all__ = ["Piece", "evaluate_lm", "heldout_pieces", "percussive_energy", "pitch_class_f1"]
-
-SAMPLE_RATE = 48000
 
 
 Piece = HeldoutClip  # one held-out clip with everything the judge and the conditioning need
@@ -164,13 +162,13 @@ def _style_names() -> list[str]:
 
 def style_top1(generate: Generate, style_model, styles: list[str], seconds: float) -> dict:
     """Generate each style from its name alone; classify the audio's embedding among the names' embeddings."""
-    samples = int(round(seconds * FRAME_RATE)) * SAMPLES_PER_FRAME
+    samples = int(round(seconds * FRAME_RATE)) * FRAME_SAMPLES
     raw = np.stack([style_model.embed_text(s) for s in styles])
     texts = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     hits, confusion = [], {}
     for i, s in enumerate(styles):
         tokens = style_model.tokenize(raw[i])  # = tokens_for([(s, 1.0)]), without embedding the text again
-        cond = np.stack([tk.make_conditioning(tokens)] * (samples // SAMPLES_PER_FRAME))
+        cond = np.stack([tk.make_conditioning(tokens)] * (samples // FRAME_SAMPLES))
         emb = style_model.embed_audio(generate(cond, samples))
         guess = int(np.argmax(texts @ (emb / np.linalg.norm(emb))))
         hits.append(guess == i)
@@ -185,7 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model", default="demo", help="bundle: demo, a PATH, random:LM[+CODEC], ...")
+    from openmrt.device import add_device_args
+
+    ap.add_argument("--model", default="auto", help="bundle: auto (the best installed, printed), demo, mrt2_small, "
+                                                    "a PATH, random:LM[+CODEC]")
     ap.add_argument("--data", required=True, help="held-out shard folder (not used in training)")
     ap.add_argument("--clips", type=int, default=12, help="pieces (one clip each)")
     ap.add_argument("--seconds", type=float, default=8.0)
@@ -193,7 +194,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-style", action="store_true", help="skip the style figure")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--out", help="JSON file for the figures")
+    ap.add_argument("-o", "--out", help="JSON file for the figures")
+    add_device_args(ap)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -204,7 +206,10 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    bundle = load_bundle(args.model, seed=args.seed)
+    from openmrt.device import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    bundle = load_bundle(args.model, seed=args.seed).to(device, resolve_dtype(args.dtype, device))
     if args.style:
         from openmrt.style import load_style
 

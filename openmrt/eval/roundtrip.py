@@ -1,4 +1,4 @@
-"""One file through a codec: metrics and a PNG of both spectrograms (``openmrt codec roundtrip``)."""
+"""One file through a codec: metrics and a PNG of both spectrograms (``openmrt eval roundtrip``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openmrt.eval.codec import SAMPLE_RATE, log_mel, mel_l1, onset_f1, perplexity, si_sdr, stft_distance
+from openmrt.eval.codec import onset_f1, perplexity, si_sdr
+from openmrt.frame import SAMPLE_RATE
+from openmrt.spectral import log_mel, mel_l1, stft_distance
 
 __all__ = ["midi_notes", "roundtrip_file", "spectrogram_png"]
 

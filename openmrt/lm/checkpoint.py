@@ -4,7 +4,6 @@ alone is enough to rebuild the model."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -12,33 +11,22 @@ import torch
 from openmrt.config import LMConfig
 from openmrt.errors import CheckpointError
 from openmrt.lm.model import Depthformer
+from openmrt.weights import config_json, load_tensors, read_metadata, save_tensors
 
 KIND = "openmrt-lm"
 
 
-def save_lm(model: Depthformer, path: str | Path, extra: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp), metadata={"kind": KIND, "config": model.cfg.to_json(), **(extra or {})})
-    os.replace(tmp, path)
+def save_lm(model: Depthformer, path: str | Path, extra: dict[str, str] | None = None) -> Path:
+    """Write ``model``'s weights and config; ``extra`` adds string metadata (e.g. training step)."""
+    return save_tensors(path, model.state_dict(), kind=KIND, config=model.cfg.to_json(), metadata=extra)
 
 
 def load_lm(path: str | Path, device: str | torch.device = "cpu") -> Depthformer:
-    from safetensors import safe_open
-
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise CheckpointError(f"cannot read LM weights {path}: {e}") from e
+    """Rebuild an LM saved by :func:`save_lm` (official checkpoints: :func:`load_any_lm`)."""
+    sd, meta = load_tensors(path, "LM weights", device)
     if meta.get("kind") != KIND:
         raise CheckpointError(f"{path} is not an openmrt LM file (official checkpoints load with lm.convert)")
-    model = Depthformer(LMConfig.from_json(meta["config"]))
+    model = Depthformer(LMConfig.from_json(config_json(meta, path, "LM")))
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -48,17 +36,10 @@ def load_lm(path: str | Path, device: str | torch.device = "cpu") -> Depthformer
 
 def load_any_lm(path: str | Path, preset: str | None = None, device: str | torch.device = "cpu") -> Depthformer:
     """Our LM file, or an official checkpoint (``params/depthformer/...``; ``preset`` names its size)."""
-    from safetensors import safe_open
-
     from openmrt.config import lm_config
     from openmrt.lm.convert import load_official, read_checkpoint
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            ours = (f.metadata() or {}).get("kind") == KIND
-    except Exception as e:
-        raise CheckpointError(f"cannot read LM weights {path}: {e}") from e
-    if ours:
+    if read_metadata(path, "LM weights").get("kind") == KIND:
         return load_lm(path, device)
     if preset is None:
         raise CheckpointError(f"{path} is an official checkpoint: say its size (mrt2_small or mrt2_base)")

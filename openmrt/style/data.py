@@ -19,7 +19,7 @@ from openmrt.data.shards import float_audio, load_shard, read_index
 from openmrt.data.styles import STYLES
 from openmrt.style.features import logmel, to_mono16k
 
-__all__ = ["Example", "load_examples", "sample_text", "style_label", "text_views"]
+__all__ = ["Example", "audio_bank", "load_examples", "sample_text", "style_label", "text_views"]
 
 
 def style_label(tag: str) -> str:
@@ -98,3 +98,16 @@ def crop(mel: torch.Tensor, frames: int, rng: np.random.Generator) -> torch.Tens
         return torch.nn.functional.pad(mel, (0, frames - n), value=-1.0)
     s = int(rng.integers(0, n - frames + 1))
     return mel[:, s:s + frames]
+
+
+@torch.no_grad()
+def audio_bank(model, examples, frames: int, hop: int, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of every `frames`-long window at `hop` in every example -> ([N, D], example index [N])."""
+    clips, owner = [], []
+    for k, ex in enumerate(examples):
+        n = ex.mel.shape[-1]
+        for s in range(0, max(1, n - frames + 1), hop):
+            clips.append(ex.mel[:, s:s + frames])
+            owner.append(k)
+    embs = [model.mel_embeddings(torch.stack(clips[i:i + batch])) for i in range(0, len(clips), batch)]
+    return np.concatenate(embs), np.array(owner)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from openmrt.data.styles import STYLES
-from openmrt.style.data import style_label, text_views
+from openmrt.style.data import audio_bank, style_label, text_views
 from openmrt.style.features import FRAMES_PER_SECOND
 from openmrt.style.model import StyleModel
 
@@ -34,8 +34,6 @@ def _classify(audio: np.ndarray, prompts: np.ndarray) -> np.ndarray:
 
 
 def evaluate(model: StyleModel, examples, hop_seconds: float = 5.0) -> dict:
-    from openmrt.train.style import audio_bank
-
     frames = int(model.cfg.clip_seconds * FRAMES_PER_SECOND)
     audio, owner = audio_bank(model, examples, frames, hop=int(hop_seconds * FRAMES_PER_SECOND))
     names = list(STYLES)

@@ -10,6 +10,7 @@ import functools
 import numpy as np
 import torch
 
+from openmrt import frame
 from openmrt.audio import resample
 
 SAMPLE_RATE = 16000
@@ -31,7 +32,7 @@ def _mel_basis() -> torch.Tensor:
                                                 fmax=SAMPLE_RATE / 2).astype(np.float32))
 
 
-def to_mono16k(audio: np.ndarray, sample_rate: int = 48000) -> np.ndarray:
+def to_mono16k(audio: np.ndarray, sample_rate: int = frame.SAMPLE_RATE) -> np.ndarray:
     """[T, C] or [T] float audio -> float32 [T'] mono (channel average) at 16 kHz (soxr)."""
     a = np.asarray(audio, dtype=np.float32)
     mono = a.mean(axis=1) if a.ndim == 2 else a

@@ -2,8 +2,9 @@
 (rvq.py) and, optionally, the pMF text -> audio mapper (mapper.py), all in one safetensors file.
 
 File layout (float tensors stored as float16): tensors "audio.*", "text.*", "mapper.*", "rvq.codebooks"
-[12, 1024, D], "tokenizer.spm" (the SentencePiece model bytes as uint8); metadata "config" (StyleConfig JSON),
-"mapper_config" (MapperConfig JSON, if a mapper is present) and free-form "info" (recipe, metrics).
+[12, 1024, D], "tokenizer.spm" (the SentencePiece model bytes as uint8); metadata "kind", "config" (StyleConfig
+JSON, with the MapperConfig under "mapper" if a mapper is present; older files keep it in "mapper_config") and
+free-form "info" (recipe, metrics). Written and read by openmrt/weights.py.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import numpy as np
 import torch
 
 from openmrt.errors import CheckpointError, ConfigError
+from openmrt.frame import SAMPLE_RATE
 from openmrt.style import StyleSource
 from openmrt.style.features import FRAMES_PER_SECOND, SILENCE, logmel, to_mono16k
 from openmrt.style.mapper import Mapper, MapperConfig, seeded_noise
 from openmrt.style.nets import AudioEncoder, StyleConfig, TextEncoder, TextTokenizer, proto_tensor
 from openmrt.style.rvq import rvq_decode, rvq_encode
+from openmrt.weights import config_json, load_tensors, save_tensors
 
+KIND = "openmrt-style"
 DEMO_PATH = Path(__file__).resolve().parents[1] / "assets" / "demo" / "style.safetensors"
 
 __all__ = ["DEMO_PATH", "StyleModel"]
@@ -78,7 +82,7 @@ class StyleModel(StyleSource):
         """log-mel clips [B, n_mels, F] -> float32 [B, D] (unit norm)."""
         return self.audio_net(mels).numpy()
 
-    def embed_audio(self, audio: np.ndarray, sample_rate: int = 48000) -> np.ndarray:
+    def embed_audio(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """[T, 2] audio -> [D]: 16 kHz mono log-mels cut into clip_seconds clips (the last padded with silence;
         audio shorter than a clip is one clip as it is), embedded, averaged and re-normalised."""
         x = to_mono16k(audio, sample_rate)
@@ -126,40 +130,30 @@ class StyleModel(StyleSource):
         return {k: v.detach().contiguous() for k, v in out.items()}
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"config": json.dumps(self.cfg.to_dict()), "info": json.dumps(self.info)}
-        if self.mapper is not None:
-            meta["mapper_config"] = json.dumps(self.mapper.cfg.to_dict())
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(self.tensors(), str(tmp), metadata=meta)
-        tmp.chmod(0o644)  # readable by everyone once installed as package data
-        tmp.replace(path)
-        return path
+        cfg = self.cfg.to_dict() | ({"mapper": self.mapper.cfg.to_dict()} if self.mapper is not None else {})
+        return save_tensors(path, self.tensors(), kind=KIND, config=json.dumps(cfg),
+                            metadata={"info": json.dumps(self.info)})
 
     @classmethod
     def load(cls, path: str | Path | None = None, use_mapper: bool | None = None, seed: int = 0) -> StyleModel:
         """Load a style model file (default: the shipped demo model)."""
-        from safetensors import safe_open
-
         path = Path(path) if path is not None else DEMO_PATH
         if not path.is_file():
             raise CheckpointError(f"style model file {path} not found"
                                   + (" (the demo style model ships with the package; reinstall openmrt, or train "
                                      "one with `openmrt train style`)" if path == DEMO_PATH else ""))
+        t, meta = load_tensors(path, "style model", kind=KIND)
         try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-                t = {k: f.get_tensor(k) for k in f.keys()}
-            cfg = StyleConfig(**json.loads(meta["config"]))
-        except Exception as e:  # safetensors' own header errors, missing metadata, bad JSON
-            raise CheckpointError(f"{path} is not an openmrt style model file ({e})") from e
-        tok = TextTokenizer(t["tokenizer.spm"].numpy().tobytes(), cfg.max_text_len)
+            cfg = json.loads(config_json(meta, path, "style model"))
+            # the mapper's config sits inside "config"; files from before the one key kept it beside
+            mapper_cfg = cfg.pop("mapper", None) or json.loads(meta.get("mapper_config", "null"))
+            cfg = StyleConfig(**cfg)
+            tok = TextTokenizer(t["tokenizer.spm"].numpy().tobytes(), cfg.max_text_len)
+        except (TypeError, ValueError, KeyError) as e:  # bad JSON, unknown fields, no tokenizer
+            raise CheckpointError(f"{path} is not an openmrt style model file ({e!r})") from e
         mapper = None
-        if "mapper_config" in meta:
-            mapper = Mapper(MapperConfig(**json.loads(meta["mapper_config"])))
+        if mapper_cfg is not None:
+            mapper = Mapper(MapperConfig(**mapper_cfg))
             mapper.load_state_dict(_strip(t, "mapper."))
         books = t["rvq.codebooks"].float().numpy() if "rvq.codebooks" in t else None
         m = cls(cfg, tok, books, mapper, use_mapper, seed)

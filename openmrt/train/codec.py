@@ -1,6 +1,6 @@
 """Training of the SpectroStream-architecture codec on audio shards.
 
-    openmrt train codec --data SHARDS --eval-data HELDOUT --out RUN [--model demo] [--steps N] ...
+    openmrt train codec --data SHARDS --eval-data HELDOUT --out RUN [--preset demo] [--steps N] ...
     torchrun --nproc_per_node 2 -m openmrt.cli train codec ...      (DDP; gloo on CPU, nccl on GPU)
 
 Whole-sequence mode (the streaming path shares the weights). Per step: random crops of
@@ -131,7 +131,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    cfg = codec_config(args.model)
+    cfg = codec_config(args.preset)
     if args.width:
         cfg = dataclasses.replace(cfg, name=f"{cfg.name}-w{args.width:g}", width=args.width)
     levels = args.levels or cfg.token_levels
@@ -150,7 +150,7 @@ def train(args: argparse.Namespace) -> dict:
         init = load_codec(args.init)
         if init.config.latent_dim != cfg.latent_dim or init.config.width != cfg.width:
             raise ConfigError(f"--init {args.init}: a {init.config.name} codec (width {init.config.width:g}) does "
-                              f"not fit --model {cfg.name} (width {cfg.width:g})")
+                              f"not fit --preset {cfg.name} (width {cfg.width:g})")
         model.load_state_dict(init.state_dict())
         learner.seed_from_codebook()
     if ckpt.exists():
@@ -256,8 +256,8 @@ def _adversarial_step(disc, dopt, ref: torch.Tensor, y: torch.Tensor, world: int
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="training shard folder (openmrt data compose / ingest)")
     p.add_argument("--eval-data", help="held-out shard folder (not in --data) for the periodic evaluation")
-    p.add_argument("--out", required=True, help="run folder: last.pt, codec.safetensors, log.csv")
-    p.add_argument("--model", default="demo", help="codec preset (openmrt/config.py CODEC_PRESETS)")
+    p.add_argument("-o", "--out", required=True, help="run folder: last.pt, codec.safetensors, log.csv")
+    p.add_argument("--preset", default="demo", help="codec preset (openmrt/config.py CODEC_PRESETS)")
     p.add_argument("--width", type=float, help="override the preset's channel multiplier")
     p.add_argument("--init", help="start from this trained codec file (same preset), e.g. the shipped demo codec")
     p.add_argument("--levels", type=int, help="RVQ levels to train (default: the preset's token levels, 12)")

@@ -1,7 +1,7 @@
 """Codec training losses: spectral reconstruction and the optional adversarial part.
 
-Reconstruction uses the metric definitions of openmrt/eval/codec.py (multi-resolution STFT
-distance, log-mel L1). The adversary is a multi-scale STFT discriminator: one small 2-D conv
+Reconstruction uses the definitions the codec metrics use (openmrt/spectral.py: multi-resolution
+STFT distance, log-mel L1). The adversary is a multi-scale STFT discriminator: one small 2-D conv
 net per FFT size on the (Re, Im) spectrogram of each channel, hinge losses, and L1 feature
 matching on its hidden activations (normalised by the real activations' mean magnitude, so the
 term's scale does not drift as the discriminator grows confident).
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openmrt.codec.stft import stft
-from openmrt.eval.codec import frame_magnitudes, mel_l1, stft_complex, stft_distance
+from openmrt.spectral import frame_magnitudes, mel_l1, stft_complex, stft_distance
 
 __all__ = ["MultiScaleSTFTDiscriminator", "complex_spectral_loss", "discriminator_loss", "feature_matching",
            "frame_spectrum_loss", "generator_adv_loss", "phase_derivative_loss",

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from openmrt.errors import CheckpointError
+from openmrt.weights import atomic_write
 
 
 @dataclass
@@ -78,13 +79,10 @@ def set_rng_state(s: dict) -> None:
 
 def save_checkpoint(path: str | Path, **state) -> None:
     """Atomically write ``state`` (modules/optimizers are stored by their state dicts)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in state.items()}
     out["rng"] = rng_state()
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(out, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(out, tmp)
 
 
 def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -162,10 +160,8 @@ class CSVLog:
         with open(self.path, newline="") as f:
             old = list(csv.reader(f))[1:]
         fields = self._fields + added
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(fields)
             w.writerows(r + [""] * (len(fields) - len(r)) for r in old)
-        os.replace(tmp, self.path)
         self._fields = fields

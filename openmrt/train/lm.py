@@ -1,6 +1,6 @@
 """Teacher-forced training of the Depthformer on token shards with aligned labels.
 
-    openmrt train lm --data SHARDS --out RUN [--model demo] [--steps N] [--batch B] [--crop F]
+    openmrt train lm --data SHARDS --out RUN [--preset demo] [--steps N] [--batch B] [--crop F]
     torchrun --nproc_per_node 2 -m openmrt.cli train lm ...      (DDP; gloo on CPU, nccl on GPU)
     torchrun --nproc_per_node 2 -m openmrt.cli train lm --fsdp ...   (FSDP2: parameters, gradients and
                                                                       optimizer state sharded)
@@ -151,9 +151,9 @@ def train(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     torch.manual_seed(args.seed)
     if args.init:
-        model = load_any_lm(args.init, preset=args.model if args.model.startswith("mrt2") else None)
+        model = load_any_lm(args.init, preset=args.preset if args.preset.startswith("mrt2") else None)
     else:
-        cfg = lm_config(args.model)
+        cfg = lm_config(args.preset)
         if args.window:
             cfg = dataclasses.replace(cfg, self_window=args.window, cross_window=args.window)
         model = init_weights(Depthformer(cfg), args.seed)
@@ -241,10 +241,10 @@ def export(model: Depthformer, out: Path, step: int, lora: bool) -> None:
     if lora:
         import copy
 
-        from safetensors.torch import save_file
+        from openmrt.weights import save_tensors
 
-        save_file({k: v.detach().cpu().contiguous() for k, v in lora_state_dict(model).items()},
-                  str(out / "lora.safetensors"), metadata={"step": str(step)})
+        save_tensors(out / "lora.safetensors", lora_state_dict(model), kind="openmrt-lora",
+                     metadata={"step": str(step)})
         model = merge_lora(copy.deepcopy(model))
     save_lm(model, out / "lm.safetensors", extra={"step": str(step)})
 
@@ -260,10 +260,10 @@ def evaluate(model: Depthformer, pool: list[dict], args, device) -> float:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="tokenised shard folder (openmrt data tokenize)")
-    p.add_argument("--out", required=True, help="run folder: last.pt, lm.safetensors, log.csv, eval.csv")
-    p.add_argument("--model", default="demo", help="LM preset for a new model")
+    p.add_argument("-o", "--out", required=True, help="run folder: last.pt, lm.safetensors, log.csv, eval.csv")
+    p.add_argument("--preset", default="demo", help="LM preset for a new model (openmrt/config.py LM_PRESETS)")
     p.add_argument("--init", help="start from these weights: an openmrt LM file, or an official checkpoint "
-                   "(then --model mrt2_small / mrt2_base names its size)")
+                   "(then --preset mrt2_small / mrt2_base names its size)")
     p.add_argument("--distill-from", metavar="TEACHER", help="guidance distillation: learn the teacher's batched-CFG "
                    "distribution from the CFG tokens alone (random scales per example)")
     p.add_argument("--lora", type=int, default=0, metavar="RANK", help="fine-tune LoRA adapters of this rank only")

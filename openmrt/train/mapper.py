@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 import zipfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from openmrt.style.mapper import Mapper, MapperConfig, pmf_loss
 from openmrt.style.model import StyleModel
 from openmrt.train.common import CSVLog, cosine_lr, load_checkpoint, save_checkpoint, set_rng_state
 from openmrt.train.style import audio_bank
+from openmrt.weights import atomic_write
 
 __all__ = ["add_arguments", "embedding_pairs", "load_pairs", "pairs_source", "train"]
 
@@ -94,9 +94,8 @@ def train(args: argparse.Namespace) -> Path | None:
             print(f"note: {out / 'last.pt'} was trained on the previous pairs; delete it to start afresh")
         examples = load_examples(args.data, cache=out)
         audio, owner, text = embedding_pairs(model, examples, args.texts_per_example, args.seed, HOP_SECONDS)
-        tmp = out / "pairs.tmp.npz"  # written whole, then renamed: a kill never leaves half a pairs.npz
-        np.savez(tmp, audio=audio, owner=owner, text=text, source=json.dumps(source))
-        os.replace(tmp, pairs)
+        with atomic_write(pairs) as tmp, open(tmp, "wb") as f:  # a kill never leaves half a pairs.npz
+            np.savez(f, audio=audio, owner=owner, text=text, source=json.dumps(source))
     print(f"{len(audio)} audio windows, {text.shape[0]} examples x {text.shape[1]} texts")
     ck_path = out / "last.pt"
     ck = load_checkpoint(ck_path) if ck_path.exists() else None
@@ -157,7 +156,7 @@ def train(args: argparse.Namespace) -> Path | None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", required=True, help="a trained style model file (openmrt train style)")
     p.add_argument("--data", action="append", required=True, help="shard folder (repeatable)")
-    p.add_argument("--out", required=True, help="run folder: pairs.npz, last.pt, log.csv, style.safetensors")
+    p.add_argument("-o", "--out", required=True, help="run folder: pairs.npz, last.pt, log.csv, style.safetensors")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)

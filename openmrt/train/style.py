@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openmrt.style.data import crop, load_examples, sample_text, text_views
+from openmrt.style.data import audio_bank, crop, load_examples, sample_text, text_views
 from openmrt.style.features import FRAMES_PER_SECOND
 from openmrt.style.model import StyleModel
 from openmrt.style.nets import AudioEncoder, StyleConfig, TextEncoder, TextTokenizer, fit_tokenizer
@@ -48,19 +48,6 @@ def _batch(examples, rng: np.random.Generator, b: int, frames: int, augment: boo
     same_ex = torch.from_numpy(idx[:, None] == idx[None, :])
     same_text = torch.tensor([[x == y for y in texts] for x in texts])
     return mels, texts, same_ex | same_text
-
-
-@torch.no_grad()
-def audio_bank(model: StyleModel, examples, frames: int, hop: int, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of every `frames`-long window at `hop` in every example -> ([N, D], example index [N])."""
-    clips, owner = [], []
-    for k, ex in enumerate(examples):
-        n = ex.mel.shape[-1]
-        for s in range(0, max(1, n - frames + 1), hop):
-            clips.append(ex.mel[:, s:s + frames])
-            owner.append(k)
-    embs = [model.mel_embeddings(torch.stack(clips[i:i + batch])) for i in range(0, len(clips), batch)]
-    return np.concatenate(embs), np.array(owner)
 
 
 def train(args: argparse.Namespace) -> Path | None:
@@ -144,7 +131,7 @@ def train(args: argparse.Namespace) -> Path | None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", action="append", required=True, help="shard folder (repeatable)")
-    p.add_argument("--out", required=True, help="run folder: last.pt, log.csv, style.safetensors")
+    p.add_argument("-o", "--out", required=True, help="run folder: last.pt, log.csv, style.safetensors")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lr", type=float, default=2e-3)
