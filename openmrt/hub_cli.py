@@ -15,7 +15,7 @@ def _spec(name: str) -> hub.BundleSpec:
     return specs[name]
 
 
-RANDOM_LINE = ("random:tiny plays         random weights: NOISE, at a safe level (about -24 dBFS), for trying the "
+RANDOM_LINE = ("random:tiny plays         random weights: NOISE, at a safe level (about -26 dBFS), for trying the "
                "engine with nothing installed; LM tiny, codec demo (random too)")
 
 

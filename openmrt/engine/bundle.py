@@ -25,9 +25,9 @@ from openmrt.lm.model import Depthformer
 
 log = logging.getLogger(__name__)
 
-# Random weights are noise: the decoder is scaled to RMS 0.126, i.e. -24 dBFS after the official 0.5x output stage,
-# which leaves the noise's peaks (crest ~13) below full scale.
-RANDOM_DECODER_RMS = 0.126
+# Random weights are noise: the decoder is scaled to RMS 0.1, i.e. -26 dBFS after the official 0.5x output stage,
+# which keeps the noise's peaks (up to ~17x its RMS once running) below full scale.
+RANDOM_DECODER_RMS = 0.1
 
 
 @dataclass
@@ -94,7 +94,7 @@ def load_bundle(spec: str, seed: int = 0, device: str | torch.device | None = No
     where = f"{dev} ({str(lm_dtype).removeprefix('torch.')} LM)"
     print(f"openmrt: model {bundle.name} on {where}" + (f": {reason}" if reason else ""), file=sys.stderr)
     if bundle.noise:
-        print("openmrt: WARNING: random weights: this plays noise, at a safe level (about -24 dBFS); "
+        print("openmrt: WARNING: random weights: this plays noise, at a safe level (about -26 dBFS); "
               "`openmrt models list` shows the trained bundles", file=sys.stderr)
     return bundle
 

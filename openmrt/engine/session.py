@@ -163,6 +163,10 @@ class Session:
                                          (t1 - t0) * 1e3, self.ring.fill(), _frames(self.ring.underrun_samples),
                                          t_snapshot, t1, start))
 
+    def produce(self) -> None:
+        """Make one frame and queue it now, without waiting for room (virtual-clock drivers; the loop waits)."""
+        self._write(*self._generate(), wait_for_room=False)
+
     def _prime(self) -> None:
         for _ in range(PRIME_FRAMES):
             self._write(*self._generate(), wait_for_room=False)

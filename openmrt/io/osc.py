@@ -112,6 +112,7 @@ ROUTES: dict[str, Route] = {
     "/guidance": _command("guidance", (2,), "signal:style|notes scale:float"),
     "/guidance/clear": _command("guidance/clear", (0,), ""),
 }
+SESSION_ROUTES = frozenset(a for a in ROUTES if a.startswith(("/save", "/load", "/prefill/", "/guidance")))
 
 
 class _Server(BlockingOSCUDPServer):
