@@ -231,8 +231,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     controls = controls_from_args(args)
     guidance = guidance_from_args(args, controls)
     bundle = _load(args)
-    source = None if controls.style_tokens is not None and not controls.prompts else \
-        choose_style(bundle, args.style, needed=bool(controls.prompts))
+    source = choose_style(bundle, args.style, needed=bool(controls.prompts))  # also for /prompt sent later
     style = LivePromptStyle(source, controls.prompts)  # prompts changed over OSC re-encode off the frame loop
     live = LiveControls(controls)
     session = Session(bundle, lambda: FrameInput.from_live(live, style.tokens(live.snapshot())),
