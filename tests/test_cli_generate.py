@@ -155,3 +155,14 @@ def test_python_dash_m_openmrt_is_the_command():
     r = subprocess.run([sys.executable, "-m", "openmrt", "models", "--help"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "usage: openmrt models" in r.stdout
+
+
+def test_the_readme_command_needs_no_other_flags(tmp_path, capsys):
+    """`openmrt generate --prompt "solo piano ballad" --seconds 5 -o x.wav` on a fresh install (1 s here): the
+    default model, the shipped style model for the prompt, each choice said."""
+    out = tmp_path / "x.wav"
+    assert main(["generate", "--prompt", "solo piano ballad", "--seconds", "1", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "openmrt: model " in err and "on cpu" in err  # what auto picked, where, why
+    audio, sr = sf.read(out, dtype="float32")
+    assert sr == 48000 and audio.shape == (48000, 2) and np.abs(audio).max() < 1.0

@@ -64,12 +64,15 @@ def random_bundle(lm: str = "tiny", codec: str = "demo", seed: int = 0) -> Bundl
                 fan_in = w[0].numel() if isinstance(layer, torch.nn.Conv2d) else w[:, 0].numel()
                 w.copy_(torch.randn(w.shape, generator=gen) / fan_in**0.5)
         codec_model.quantizer.embedding.normal_(0.0, 1.0, generator=gen)
-        # Random weights make spectra that are smooth across frequency, which the iSTFT turns into a click
-        # every hop at full scale: a last conv with zero-mean kernels along that axis removes most of it. The
+        # Random weights make spectra with a large smooth part, which the iSTFT turns into a full-scale click
+        # every 10 ms hop, and random biases against the zeroed history of a fresh stream make a loud start: a
+        # last conv with kernels of zero mean over time and a decoder without biases remove most of both. The
         # output is linear in the last conv: scale it to the safe level.
+        for name, p in codec_model.decoder.named_parameters():
+            if name.endswith("bias") and "norm" not in name:
+                p.zero_()
         last = codec_model.decoder.output_layer.base_conv_last
         last.weight.sub_(last.weight.mean(dim=2, keepdim=True))
-        last.bias.zero_()
         probe = codec_model.decode(torch.randint(0, 1024, (1, 16, 12), generator=gen))[:, 2 * FRAME_SAMPLES:]
         last.weight.mul_(RANDOM_DECODER_RMS / float(probe.std()))
         model.to_logits.weight.mul_(50.0)  # peaky logits, so sampled tokens are not uniform noise

@@ -286,15 +286,17 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from openmrt.io.audio_out import list_devices
-    from openmrt.io.midi import input_ports
+    from openmrt.io.midi import find_backend, input_ports
 
-    print("audio outputs:")
+    print("audio outputs (--audio-device):")
     print(list_devices())
-    print("MIDI inputs:")
     try:
-        print("\n".join(input_ports()) or "(none)")
-    except Exception as e:  # no MIDI backend on this machine
-        print(f"(unavailable: {e})")
+        backend = find_backend(args.midi_backend)
+    except ConfigError as e:  # no MIDI system on this machine: say what to start
+        print(f"MIDI inputs: none ({e})")
+        return 0
+    print(f"MIDI inputs ({backend}):")
+    print("\n".join(input_ports(backend)) or "(none)")
     return 0
 
 
@@ -344,6 +346,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_play)
 
     d = sub.add_parser("devices", help="list audio outputs and MIDI inputs")
+    d.add_argument("--midi-backend", metavar="alsa|jack|NAME", help="MIDI system (default: ALSA, else JACK)")
     d.set_defaults(func=cmd_devices)
 
     b = sub.add_parser("bench", help="measurements").add_subparsers(dest="bench", required=True)

@@ -10,8 +10,10 @@ can feed a `NoteTracker` frame by frame exactly as the live loop would see them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,11 +64,30 @@ def _backend(name: str | None) -> Any:
 
 
 def _works(backend: str) -> bool:
+    be = _backend(backend)
+    with _quiet_stderr():  # a failed probe makes libasound/libjack print lines the user need not see
+        try:
+            be.get_input_names()  # rtmidi raises SystemError when it cannot reach its MIDI system
+            return True
+        except (SystemError, OSError, RuntimeError):
+            return False
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """C libraries write to fd 2 directly: point it at /dev/null for the block (called before threads start)."""
     try:
-        _backend(backend).get_input_names()  # rtmidi raises SystemError when it cannot reach its MIDI system
-        return True
-    except (SystemError, OSError, RuntimeError):
-        return False
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def find_backend(name: str | None = None, alsa_seq: str = ALSA_SEQ) -> str:
