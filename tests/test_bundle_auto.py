@@ -81,7 +81,22 @@ def test_random_weights_play_at_a_safe_level():
 
     for seed, cond in ((3, tk.make_conditioning(style=list(range(12)), notes=[0] * 128, drums=1)),
                        (0, tk.make_conditioning())):
-        audio, _ = render(FrameStream(random_bundle("tiny", "demo", seed=0), seed=seed), 3 * 48000, lambda t: cond)
+        audio, _ = render(FrameStream(random_bundle("tiny", "demo", seed=0), seed=seed), 3 * 48000, lambda t, c=cond: c)
         rms_db = 20 * np.log10(np.sqrt(np.mean(audio**2)))
         assert -29 < rms_db < -23
         assert np.abs(audio).max() < 0.99
+
+
+def test_models_list_shows_what_plays(capsys):
+    """random:tiny is listed (as noise); the demo bundle is listed as what the package ships of it."""
+    from openmrt.cli import main
+    from openmrt.errors import CheckpointError
+
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert any(ln.startswith("random:tiny plays") and "NOISE" in ln for ln in out.splitlines())
+    demo = next(ln for ln in out.splitlines() if ln.startswith("demo "))
+    if not hub.is_installed(hub.registry()["demo"]):
+        assert "partly shipped" in demo and "codec + style model only" in demo
+        with pytest.raises(CheckpointError, match="openmrt models download mrt2_small"):
+            load_bundle("demo")

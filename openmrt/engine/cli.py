@@ -15,12 +15,12 @@ from openmrt.controls import DEFAULTS, Controls, LiveControls, parse_token_promp
 from openmrt.device import add_device_args
 from openmrt.engine.frames import FrameStream
 from openmrt.engine.live import parse_guidance
+from openmrt.engine.session import BUFFER_PRESETS
 from openmrt.errors import CheckpointError, ConfigError, ControlError
 from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
 
 DEFAULT_MODEL = "auto"  # best installed bundle that keeps up here; random:tiny (with a note) until the demo ships
 MODEL_HELP = "model bundle: auto, demo, mrt2_small, mrt2_base, PATH or random:LM[+CODEC] (default auto)"
-BUFFER_CHOICES = (2048, 4096, 8192)  # ring-buffer lead in samples (Session.BUFFER_PRESETS)
 STATUS_SECONDS = 2.0
 
 
@@ -185,7 +185,7 @@ class DropWatch:
         if self.said or sum(self.recent) < 2:
             return None
         self.said = True
-        bigger = [b for b in BUFFER_CHOICES if b > self.buffer]
+        bigger = [b for b in BUFFER_PRESETS if b > self.buffer]
         fix = f"try --buffer {bigger[0]} (more lead, more latency)" if bigger else \
             "the model is too slow for this machine: try a smaller --model, or --device cuda"
         return f"openmrt: frames keep dropping (the model is not keeping up): {fix}"
@@ -334,7 +334,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-device", help="sound card (index or name; `openmrt devices` lists them)")
     for alias in ("--output-device", "--sound-device"):
         p.add_argument(alias, dest="audio_device", help=argparse.SUPPRESS)
-    p.add_argument("--buffer", type=int, default=BUFFER_CHOICES[0], choices=BUFFER_CHOICES,
+    p.add_argument("--buffer", type=int, default=BUFFER_PRESETS[0], choices=BUFFER_PRESETS,
                    help="buffer lead in samples (more: fewer dropped frames, more latency)")
     p.add_argument("--midi", nargs="?", const="", help="MIDI input port name (no name: a virtual port 'openmrt')")
     p.add_argument("--midi-backend", metavar="alsa|jack|NAME",
@@ -354,6 +354,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     lat.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     add_device_args(lat)
     lat.add_argument("--trials", type=int, default=40)
-    lat.add_argument("--buffer", type=int, default=BUFFER_CHOICES[0], choices=BUFFER_CHOICES)
+    lat.add_argument("--buffer", type=int, default=BUFFER_PRESETS[0], choices=BUFFER_PRESETS)
     lat.add_argument("-o", "--out", help="JSON file for the results")
     lat.set_defaults(func=cmd_bench_latency)
