@@ -166,3 +166,31 @@ def test_the_readme_command_needs_no_other_flags(tmp_path, capsys):
     assert "openmrt: model " in err and "on cpu" in err  # what auto picked, where, why
     audio, sr = sf.read(out, dtype="float32")
     assert sr == 48000 and audio.shape == (48000, 2) and np.abs(audio).max() < 1.0
+
+
+def test_play_flags_keep_compute_and_sound_card_apart(capsys):
+    from openmrt.cli import build_parser
+
+    for alias in ("--audio-device", "--output-device", "--sound-device"):
+        args = build_parser().parse_args(["play", alias, "3"])
+        assert args.audio_device == "3" and args.device == "auto"
+    assert main(["play", "--device", "system"]) == 1  # a sound card's name where the compute device goes
+    assert "--audio-device 'system'" in capsys.readouterr().err
+
+
+def test_official_bundles_take_musiccoca_for_prompts(monkeypatch, tmp_path, capsys):
+    """Demo-style tokens mean nothing to an official LM: without MusicCoCa a prompt is an error naming the
+    openmrt command that fetches it, and play starts with prompts off (saying why)."""
+    from types import SimpleNamespace
+
+    from openmrt.engine.cli import choose_style
+    from openmrt.errors import CheckpointError
+
+    monkeypatch.delenv("OPENMRT_HOME", raising=False)
+    monkeypatch.setenv("MAGENTA_HOME", str(tmp_path))  # nothing installed
+    lm = SimpleNamespace(cfg=SimpleNamespace(name="mrt2_small"))
+    official = SimpleNamespace(name="mrt2_small", style=None, lm=lm)
+    with pytest.raises(CheckpointError, match="openmrt models download mrt2_small"):
+        choose_style(official, None, needed=True)
+    assert choose_style(official, None, needed=False) is None
+    assert "prompts are off" in capsys.readouterr().err
