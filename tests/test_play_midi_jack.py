@@ -71,7 +71,7 @@ def test_play_midi_finds_jack_and_receives_a_note(jack_server, tmp_path):
         while port is None and time.monotonic() < deadline and play.poll() is None:
             port = next((n for n in be.get_output_names() if "openmrt" in n), None)
             time.sleep(0.2)
-        assert port is not None, log.read_text()
+        assert port == "openmrt MIDI:openmrt", (port, log.read_text())  # client "openmrt MIDI", port "openmrt"
         with be.open_output(port) as sender:
             sender.send(mido.Message("note_on", note=60, velocity=100))
             sender.send(mido.Message("note_off", note=60))

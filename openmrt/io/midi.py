@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FRAME_RATE = 25.0  # frames per second (40 ms)
 VIRTUAL_PORT = "openmrt"
+MIDI_CLIENT = "openmrt MIDI"  # the ALSA/JACK client that holds the virtual port
 DRUM_CHANNEL = 9  # General MIDI channel 10: percussion, not pitches
 
 
@@ -146,7 +147,9 @@ class MidiInput:
         try:
             if port is None:
                 self.name = virtual_name
-                self._port = be.open_input(virtual_name, virtual=True, callback=self._on_message)
+                # The client is named too (else "RtMidiIn Client"); not "openmrt", which the audio client takes.
+                self._port = be.open_input(virtual_name, virtual=True, client_name=MIDI_CLIENT,
+                                           callback=self._on_message)
             else:
                 self.name = _match_port(port, be.get_input_names())
                 self._port = be.open_input(self.name, callback=self._on_message)
