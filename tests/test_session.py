@@ -294,3 +294,21 @@ def test_save_never_overwrites_unless_told(bundle, tmp_path):
     assert path.read_bytes() == b"precious"
     s.save_state(path, overwrite=True)
     s.load_state(path)
+
+
+def test_reset_fades_in_the_first_frame_with_sound(bundle):
+    """After a reset the codec's first frame is its lookahead silence; the 1920-sample fade goes on the next one."""
+    from openmrt.controls import reset_fade
+
+    s = Session(bundle, lambda: FrameInput(COND), seed=3)
+    s.produce()
+    s.reset()
+    s.read(FRAME)  # the frame from before the reset
+    s.produce()
+    s.produce()
+    out = s.read(2 * FRAME)
+    ref = FrameStream(bundle, seed=3)
+    first, second = ref.step(COND)[0], ref.step(COND)[0]
+    assert np.array_equal(out[:FRAME], first) and not first.any()  # silence, as from a fresh stream
+    assert np.abs(second).max() > 0
+    assert np.allclose(out[FRAME:], second * reset_fade()[:, None], atol=1e-6)

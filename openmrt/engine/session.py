@@ -112,7 +112,7 @@ class Session:
         self._requests: deque[Callable[[], None]] = deque()
         self._running = threading.Event()
         self._thread: threading.Thread | None = None
-        self._fade = False  # fade the next frame in (after a reset)
+        self._fade = False  # fade the next audible frame in (after a reset, a prefill or a load)
         self._gate = MidiGate()
         self._frames = 0
 
@@ -132,7 +132,8 @@ class Session:
 
     def _envelopes(self, audio: np.ndarray, inp: FrameInput) -> np.ndarray:
         """Reset fade-in and MIDI Gate, per sample, in place."""
-        if self._fade:
+        # A fresh codec stream's first frame is its lookahead silence: the fade goes on the first frame with sound.
+        if self._fade and self.stream.frames_out > 1:
             audio *= reset_fade(len(audio))[:, None]
             self._fade = False
         gains = self._gate.gains(inp.cond[tk.NOTES], inp.midi_gate, len(audio))
