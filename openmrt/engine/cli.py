@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 import time
@@ -239,48 +240,46 @@ def cmd_play(args: argparse.Namespace) -> int:
                       guidance=guidance)
     live.on_reset = session.reset
     target = LiveTarget(session, live, has_style=source is not None, echo=_stderr)
-    recorder = Recorder(args.record) if args.record else None
-    midi = None
-    if args.midi is not None:
-        from openmrt.io.midi import MidiInput
+    with contextlib.ExitStack() as on_exit:  # whatever opened is closed again, also when a later step fails
+        on_exit.callback(style.close)
+        on_exit.callback(target.close)
+        out = AudioOutput(session.read, device=args.audio_device)  # opened first: no sound card, nothing started
+        if args.record:
+            out.recorder = Recorder(args.record)
+            on_exit.callback(lambda: (out.recorder.close(), _stderr(f"recorded {args.record}")))
+        midi = None
+        if args.midi is not None:
+            from openmrt.io.midi import MidiInput
 
-        midi = MidiInput(target, port=args.midi or None, backend=args.midi_backend)
-        _stderr(f"openmrt: MIDI input {midi.name!r} ({midi.backend})")
-    osc = OscServer(target, host=args.osc_host, port=args.osc_port, echo=_stderr).start()
-    keys = OscServer(target, echo=_stderr, name="keys")  # never started: typed commands go through its dispatch
-    stop = threading.Event()
-    session.start()
-    out = AudioOutput(session.read, device=args.audio_device, recorder=recorder)
-    out.start()
-    _stderr(f"openmrt: playing {bundle.name}; OSC on {args.osc_host}:{osc.port}; Ctrl-C stops")
-    if sys.stdin is not None and sys.stdin.isatty():
-        _typed_commands(target, keys.handle_message, stop)
-        _stderr("openmrt: type h + Enter for keys (s save, l load, r reset, q quit) or an OSC address, e.g. "
-                "`/temperature 1.1`")
-    watch = DropWatch(args.buffer)
-    try:
-        t_end = time.monotonic() + args.seconds if args.seconds else None
-        while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
-            stop.wait(min(STATUS_SECONDS, max(0.0, t_end - time.monotonic())) if t_end else STATUS_SECONDS)
-            st = session.stats()
-            _stderr(status_line(st, st.extra["control_errors"] + osc.rejected + keys.rejected + target.errors))
-            hint = watch.update(st.dropped_frames)
-            if hint:
-                _stderr(hint)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        out.close()
-        session.stop()
-        target.close()
-        style.close()
-        osc.stop()
-        if midi is not None:
-            midi.close()
-            _stderr(f"openmrt: MIDI received {midi.received} messages ({midi.rejected} rejected)")
-        if recorder is not None:
-            recorder.close()
-            _stderr(f"recorded {args.record}")
+            midi = MidiInput(target, port=args.midi or None, backend=args.midi_backend)
+            on_exit.callback(lambda: (midi.close(), _stderr(
+                f"openmrt: MIDI received {midi.received} messages ({midi.rejected} rejected)")))
+            _stderr(f"openmrt: MIDI input {midi.name!r} ({midi.backend})")
+        osc = OscServer(target, host=args.osc_host, port=args.osc_port, echo=_stderr).start()
+        on_exit.callback(osc.stop)
+        keys = OscServer(target, echo=_stderr, name="keys")  # never started: typed commands use its dispatch
+        stop = threading.Event()
+        session.start()
+        on_exit.callback(session.stop)
+        out.start()
+        on_exit.callback(out.close)
+        _stderr(f"openmrt: playing {bundle.name}; OSC on {args.osc_host}:{osc.port}; Ctrl-C stops")
+        if sys.stdin is not None and sys.stdin.isatty():
+            _typed_commands(target, keys.handle_message, stop)
+            _stderr("openmrt: type h + Enter for keys (s save, l load, r reset, q quit) or an OSC address, e.g. "
+                    "`/temperature 1.1`")
+        watch = DropWatch(args.buffer)
+        try:
+            t_end = time.monotonic() + args.seconds if args.seconds else None
+            while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
+                stop.wait(min(STATUS_SECONDS, max(0.0, t_end - time.monotonic())) if t_end else STATUS_SECONDS)
+                st = session.stats()
+                _stderr(status_line(st, st.extra["control_errors"] + osc.rejected + keys.rejected + target.errors))
+                hint = watch.update(st.dropped_frames)
+                if hint:
+                    _stderr(hint)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 

@@ -51,7 +51,8 @@ def list_devices() -> str:
     for i, d in enumerate(sd.query_devices()):
         if d["max_output_channels"] >= 2:
             lines.append(f"{i:3d}  {d['name']}  ({apis[d['hostapi']]['name']}, {d['max_output_channels']} out)")
-    return "\n".join(lines) or "no audio output devices (on a machine without a sound card, start JACK's dummy driver)"
+    return "\n".join(lines) or ("no audio output devices (on a machine without a sound card, start JACK's dummy "
+                                "driver: `jackd --no-realtime -d dummy -r 48000 -p 480 &`, then `openmrt devices`)")
 
 
 def resolve_device(device: str | int | None) -> int | None:
@@ -90,7 +91,8 @@ class AudioOutput:
             self.stream = sd.OutputStream(samplerate=sample_rate, channels=2, dtype="float32", blocksize=blocksize,
                                           device=resolve_device(device), callback=callback)
         except sd.PortAudioError as e:
-            raise OpenMRTError(f"cannot open audio output {device!r}: {e}\n{list_devices()}") from e
+            which = "the default sound card" if device is None else f"audio output {device!r}"
+            raise OpenMRTError(f"cannot open {which}: {e}\n{list_devices()}") from e
 
     def start(self) -> None:
         self.stream.start()
