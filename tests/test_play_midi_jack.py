@@ -24,11 +24,15 @@ JACK_ENV = ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")
 
 
 def _need_jack() -> None:
-    if shutil.which("jackd") is None:
+    missing = "jackd (apt-get install jackd2)" if shutil.which("jackd") is None else None
+    try:
+        import rtmidi  # noqa: F401
+    except ImportError:
+        missing = missing or "python-rtmidi"
+    if missing:
         if os.environ.get("OPENMRT_CI"):
-            pytest.fail("jackd is not installed in CI (scripts/install.sh installs jackd2)")
-        pytest.skip("jackd not installed (apt-get install jackd2)")
-    pytest.importorskip("rtmidi")
+            pytest.fail(f"{missing} is not installed in CI (scripts/install.sh installs it)")
+        pytest.skip(f"{missing} not installed")
 
 
 @pytest.fixture
