@@ -76,17 +76,15 @@ def test_play_midi_finds_jack_and_receives_a_note(jack_server, tmp_path):
             port = next((n for n in be.get_output_names() if "openmrt" in n), None)
             time.sleep(0.2)
         assert port == "openmrt MIDI:openmrt", (port, log.read_text())  # client "openmrt MIDI", port "openmrt"
-        with be.open_output(port) as sender:
+        audio_ports = subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout.split()
+        assert any(p.startswith("openmrt:") for p in audio_ports), audio_ports  # the audio client is "openmrt"
+        with be.open_output(port) as sender:  # kept open until play has read: JACK delivers on its next cycles
+            time.sleep(1.0)  # a new connection joins JACK's graph a cycle or more later: events before it are lost
             sender.send(mido.Message("note_on", note=60, velocity=100))
             sender.send(mido.Message("note_off", note=60))
-        audio_ports, deadline = [], time.monotonic() + 60  # the audio output opens after the MIDI input
-        while not any(p.startswith("openmrt:") for p in audio_ports) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            audio_ports = subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout.split()
-        assert any(p.startswith("openmrt:") for p in audio_ports), audio_ports  # the audio client is "openmrt"
-        time.sleep(1.0)  # delivery is asynchronous
-        play.send_signal(signal.SIGINT)  # Ctrl-C: it closes the ports and reports what arrived
-        play.wait(timeout=60)
+            time.sleep(2.0)
+            play.send_signal(signal.SIGINT)  # Ctrl-C: it closes the ports and reports what arrived
+            play.wait(timeout=60)
     finally:
         if play.poll() is None:
             play.kill()
