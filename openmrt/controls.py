@@ -33,13 +33,14 @@ MAX_SEED_ROTATION = 1000
 DRUM_TOKENS = {"on": 1, "off": 0, "auto": tk.MASKED}
 
 # The one table of sampling defaults (the Python API / CLI column of live_engine_and_controls.md §1.1). Controls,
-# the session, the frame stream, the LM generator and every command read their defaults from here.
+# the session, the frame stream, the LM generator and every command read their defaults from here; the CFG
+# scales are the token layer's (tokens.CFG_DEFAULTS, what a conditioning frame without them carries).
 DEFAULTS: dict[str, Any] = {
     "temperature": 1.3,
     "top_k": 40,
-    "cfg_style": 3.0,
-    "cfg_notes": 1.0,
-    "cfg_drums": 1.0,
+    "cfg_style": tk.CFG_DEFAULTS["musiccoca"],
+    "cfg_notes": tk.CFG_DEFAULTS["notes"],
+    "cfg_drums": tk.CFG_DEFAULTS["drums"],
     "seed": 0,
     "seed_rotation": 0,
     "unmask_width": 0,
