@@ -22,6 +22,7 @@ import numpy as np
 
 from openmrt import tokens as tk
 from openmrt.errors import ControlError
+from openmrt.frame import FRAME_SAMPLES
 
 MAX_PROMPTS = 6  # prompt slots in the official engine
 LIVE_STYLE_LEVELS = 6  # the live engine keeps the coarsest 6 style levels and masks 6..11 (§1)
@@ -29,8 +30,21 @@ SOLO_WIDTH = 127  # unmask width >= 127 means Solo (§3.3)
 UNSOLO_WIDTH = 4  # the MRT2 app's Solo toggle sets w = 4 when switched off (§3.3)
 MAX_SEED = 2**63 - 1
 MAX_SEED_ROTATION = 1000
-FRAME_SAMPLES = 1920  # 40 ms at 48 kHz
 DRUM_TOKENS = {"on": 1, "off": 0, "auto": tk.MASKED}
+
+# The one table of sampling defaults (the Python API / CLI column of live_engine_and_controls.md §1.1). Controls,
+# the session, the frame stream, the LM generator and every command read their defaults from here; the CFG
+# scales are the token layer's (tokens.CFG_DEFAULTS, what a conditioning frame without them carries).
+DEFAULTS: dict[str, Any] = {
+    "temperature": 1.3,
+    "top_k": 40,
+    "cfg_style": tk.CFG_DEFAULTS["musiccoca"],
+    "cfg_notes": tk.CFG_DEFAULTS["notes"],
+    "cfg_drums": tk.CFG_DEFAULTS["drums"],
+    "seed": 0,
+    "seed_rotation": 0,
+    "unmask_width": 0,
+}
 
 DrumsMode = Literal["on", "off", "auto"]
 Prompt = tuple[str, float]  # (text or audio path, weight)
@@ -118,15 +132,15 @@ class Controls:
     prompts: tuple[Prompt, ...] = ()  # up to 6 slots (text or audio path, weight >= 0)
     style_tokens: tuple[int, ...] | None = None  # 12 ints 0..1023 or -1 (masked); wins over prompts
     drums: DrumsMode = "auto"  # on: token 1; off: token 0 ("No Drums"); auto: masked, the model decides
-    cfg_style: float = 3.0  # MusicCoCa guidance, [-1, 7] (binned to 0.2)
-    cfg_notes: float = 1.0  # notes guidance, [-1, 7] (binned to 0.2)
-    cfg_drums: float = 1.0  # drums guidance, [-1, 7] (binned to 1.0)
-    temperature: float = 1.3  # >= 0; 0 = greedy
-    top_k: int = 40  # 1..1024
-    seed: int = 0  # 0..2**63-1
-    seed_rotation: int = 0  # 0..1000, applied by the engine on reset (§3.8)
+    cfg_style: float = DEFAULTS["cfg_style"]  # MusicCoCa guidance, [-1, 7] (binned to 0.2)
+    cfg_notes: float = DEFAULTS["cfg_notes"]  # notes guidance, [-1, 7] (binned to 0.2)
+    cfg_drums: float = DEFAULTS["cfg_drums"]  # drums guidance, [-1, 7] (binned to 1.0)
+    temperature: float = DEFAULTS["temperature"]  # >= 0; 0 = greedy
+    top_k: int = DEFAULTS["top_k"]  # 1..1024
+    seed: int = DEFAULTS["seed"]  # 0..2**63-1
+    seed_rotation: int = DEFAULTS["seed_rotation"]  # 0..1000, applied by the engine on reset (§3.8)
     auto_strum: bool = True  # onset mode 0 "Mask onsets" (held notes -> 3); False: onset 2 then held 1
-    unmask_width: int = 0  # 0..127; 127 = Solo
+    unmask_width: int = DEFAULTS["unmask_width"]  # 0..127; 127 = Solo
     midi_gate: bool = False  # mute the output when no notes are held (§3.5)
 
     def __post_init__(self) -> None:
@@ -533,6 +547,7 @@ class LiveControls:
 
 __all__ = [
     "Controls",
+    "DEFAULTS",
     "DRUM_TOKENS",
     "Envelope",
     "LIVE_STYLE_LEVELS",

@@ -103,7 +103,8 @@ def registry(extra: Iterable[BundleSpec] = ()) -> dict[str, BundleSpec]:
     """Every known bundle by name (a fresh dict: no module-level mutable state)."""
     specs = [
         BundleSpec("demo", "our small bundle, plays offline in real time on a CPU",
-                   (HubFile("lm.safetensors", "LM", None, True), HubFile("codec.safetensors", "codec", None, True)),
+                   (HubFile("lm.safetensors", "LM", None, True), HubFile("codec.safetensors", "codec", None, True),
+                    HubFile("style.safetensors", "style model (text/audio prompts)", None, False)),
                    "demo", "narrow", DEMO_LICENCE, DEMO_ATTRIBUTION, shipped=True),
         # Sizes: fp32 parameter counts (mrt2_lm.md §1 + 52.46M codec) × 4 bytes (the spec's derived figures).
         official_spec("mrt2_small", "mrt2_small", checkpoint_bytes=1_128_777_504,
@@ -145,6 +146,12 @@ def locate(spec: BundleSpec, search: Iterable[Path] | None = None) -> dict[str, 
         hits = (root / rel for root in search for rel in _candidates(f))
         found[f.path] = next((p for p in hits if p.is_file()), None)
     return found
+
+
+def shipped_parts(spec: BundleSpec) -> str:
+    """The roles of a shipped bundle's files that are in the package, e.g. "codec + style model"."""
+    found = locate(spec)
+    return " + ".join(f.role.split(" (")[0] for f in spec.files if found[f.path]) or "nothing"
 
 
 def is_installed(spec: BundleSpec, search: Iterable[Path] | None = None) -> bool:
@@ -331,8 +338,10 @@ def verify(spec: BundleSpec, search: Iterable[Path] | None = None, full: bool = 
     found = locate(spec, search)
     missing = [f for f in spec.files if f.required and found[f.path] is None]
     if missing and spec.shipped:
-        raise HubError(f"the {spec.name} bundle is not in this package yet ({DEMO_DIR} lacks "
-                       f"{', '.join(f.path for f in missing)}); use random:tiny or an official bundle")
+        raise HubError(f"the {spec.name} bundle is not complete in this package yet ({DEMO_DIR} lacks "
+                       f"{', '.join(f.path for f in missing)}; it ships {shipped_parts(spec)} only): play "
+                       "`openmrt play --model random:tiny` (noise) or an official bundle "
+                       "(`openmrt models download mrt2_small`)")
     if missing:
         raise HubError(missing_message(spec, missing))
     for f in spec.files:

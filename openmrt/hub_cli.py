@@ -15,13 +15,27 @@ def _spec(name: str) -> hub.BundleSpec:
     return specs[name]
 
 
+RANDOM_LINE = ("random:tiny plays         random weights: NOISE, at a safe level (about -26 dBFS), for trying the "
+               "engine with nothing installed; LM tiny, codec demo (random too)")
+
+
 def format_list(search: list[Path] | None = None) -> str:
-    """The text of ``models list``: every bundle, its files (found where, or missing), sizes, licence."""
+    """The text of ``models list``: what plays (random:tiny included, as noise), then every bundle, its files
+    (found where, or missing), sizes, licence."""
     lines = []
     for spec in hub.registry().values():
         found = hub.locate(spec, search)
-        state = "installed" if hub.is_installed(spec, search) else "not installed"
-        where = "ships inside the package" if spec.shipped else f"download >= {hub.human(spec.approx_bytes)}"
+        if hub.is_installed(spec, search):
+            state = "plays"
+        elif spec.shipped:
+            state = "partly shipped"
+        else:
+            state = "not installed"
+        if spec.shipped:
+            where = ("ships inside the package" if state == "plays" else
+                     f"the package ships its {hub.shipped_parts(spec)} only; the {spec.name} LM is not trained yet")
+        else:
+            where = f"download >= {hub.human(spec.approx_bytes)}: `openmrt models download {spec.name}`"
         lines.append(f"{spec.name:<11} {state:<14} {spec.description} ({where}; LM {spec.lm_preset}, "
                      f"codec {spec.codec_preset})")
         for f in spec.files:
@@ -31,6 +45,8 @@ def format_list(search: list[Path] | None = None) -> str:
             lines.append(f"  {f.path:<55} {size:>9}  {f.role:<25} {status}")
         lines.append(f"  licence {spec.licence}: {spec.attribution}")
         lines.append("")
+    lines.append(RANDOM_LINE)
+    lines.append("")
     lines.append("searched (in order): " + ", ".join(str(r) for r in (search or hub.roots()))
                  + f"; demo files in {hub.DEMO_DIR}")
     return "\n".join(lines)

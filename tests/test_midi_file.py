@@ -167,6 +167,7 @@ def test_virtual_port_loopback(jack_server):
         if len(targets) != 1:
             pytest.skip(f"the virtual input is not visible as one connectable port: {targets}")
         with be.open_output(targets[0]) as sender:
+            time.sleep(1.0)  # a new connection joins JACK's graph a cycle or more later: events before it are lost
             sender.send(mido.Message("note_on", note=60, velocity=100))
             sender.send(mido.Message("note_on", note=72, velocity=100))
             deadline = time.monotonic() + 5

@@ -10,7 +10,7 @@ import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
 from openmrt.controls import LiveControls
-from openmrt.io.osc import ROUTES, OscServer
+from openmrt.io.osc import ROUTES, SESSION_ROUTES, OscServer
 
 NAN, INF = float("nan"), float("inf")
 
@@ -151,7 +151,20 @@ def test_every_route_has_a_valid_example():
         "/autostrum": [True], "/width": [5], "/solo": [1], "/midigate": [1], "/noteon": [60], "/noteoff": [60, 0],
         "/cc": [64, 127], "/allnotesoff": [], "/reset": [],
     }
-    assert set(examples) == set(ROUTES)
+    assert set(examples) == set(ROUTES) - SESSION_ROUTES
     server = OscServer(LiveControls(), port=0)
     for address, args in examples.items():
         assert server.handle_message(address, args), server.last_errors
+    for address in SESSION_ROUTES:  # state, prefill, guidance: only a session (openmrt play's target) has them
+        assert not server.handle_message(address, [] if address.endswith(("clear", "silence")) else ["x"])
+        assert "openmrt play" in server.last_errors[-1] or "expects" in server.last_errors[-1]
+
+
+def test_accepted_messages_echo_the_state_they_left():
+    lines = []
+    server = OscServer(LiveControls(), port=0, echo=lines.append)
+    for address, args in [("/temperature", [1.1]), ("/solo", [1]), ("/seed", [7]), ("/noteon", [60, 90]),
+                          ("/topk", ["ten"])]:
+        server.handle_message(address, args)
+    assert lines == ["osc: /temperature 1.1 -> temperature 1.1", "osc: /solo 1 -> unmask_width 127",
+                     "osc: /seed 7 -> seed 7 (from the next reset: /reset)", "osc: /noteon 60 90 -> note 60 on"]

@@ -18,10 +18,16 @@ import torch
 from openmrt import hub
 from openmrt.codec.model import SpectroStream
 from openmrt.config import codec_config, lm_config
+from openmrt.device import resolve_device, resolve_dtype
 from openmrt.errors import CheckpointError, ConfigError
+from openmrt.frame import FRAME_SAMPLES
 from openmrt.lm.model import Depthformer
 
 log = logging.getLogger(__name__)
+
+# Random weights are noise: the decoder is scaled to RMS 0.1, i.e. -26 dBFS after the official 0.5x output stage,
+# which keeps the noise's peaks (up to ~17x its RMS once running) below full scale.
+RANDOM_DECODER_RMS = 0.1
 
 
 @dataclass
@@ -30,6 +36,7 @@ class Bundle:
     lm: Depthformer
     codec: SpectroStream
     style: object | None = None  # a StyleSource (openmrt.style), when the bundle has one
+    noise: bool = False  # random weights: what plays is noise (the commands say so)
 
     def to(self, device: torch.device | str, lm_dtype: torch.dtype = torch.float32) -> Bundle:
         self.lm.to(device=device, dtype=lm_dtype)
@@ -57,21 +64,45 @@ def random_bundle(lm: str = "tiny", codec: str = "demo", seed: int = 0) -> Bundl
                 fan_in = w[0].numel() if isinstance(layer, torch.nn.Conv2d) else w[:, 0].numel()
                 w.copy_(torch.randn(w.shape, generator=gen) / fan_in**0.5)
         codec_model.quantizer.embedding.normal_(0.0, 1.0, generator=gen)
-        # The output is linear in the last conv: scale it so random codes give audio of RMS ~0.2.
-        probe = codec_model.decode(torch.randint(0, 1024, (1, 8, 12), generator=gen))
+        # Random weights make spectra with a large smooth part, which the iSTFT turns into a full-scale click
+        # every 10 ms hop, and random biases against the zeroed history of a fresh stream make a loud start: a
+        # last conv with kernels of zero mean over time and a decoder without biases remove most of both. The
+        # output is linear in the last conv: scale it to the safe level.
+        for name, p in codec_model.decoder.named_parameters():
+            if name.endswith("bias") and "norm" not in name:
+                p.zero_()
         last = codec_model.decoder.output_layer.base_conv_last
-        for t in (last.weight, last.bias):
-            t.mul_(0.2 / float(probe.std()))
+        last.weight.sub_(last.weight.mean(dim=2, keepdim=True))
+        probe = codec_model.decode(torch.randint(0, 1024, (1, 16, 12), generator=gen))[:, 2 * FRAME_SAMPLES:]
+        last.weight.mul_(RANDOM_DECODER_RMS / float(probe.std()))
         model.to_logits.weight.mul_(50.0)  # peaky logits, so sampled tokens are not uniform noise
-    return Bundle(f"random:{lm}+{codec}", model.eval(), codec_model.eval())
+    return Bundle(f"random:{lm}+{codec}", model.eval(), codec_model.eval(), noise=True)
 
 
-def load_bundle(spec: str, seed: int = 0) -> Bundle:
+def load_bundle(spec: str, seed: int = 0, device: str | torch.device | None = None,
+                dtype: str | torch.dtype | None = None) -> Bundle:
     """The one bundle loader: ``demo``, ``mrt2_small``, ``mrt2_base``, a PATH, ``random:LM[+CODEC]`` or
-    ``auto`` (the best installed bundle that runs in real time here; the choice is printed)."""
+    ``auto`` (the best installed bundle that runs in real time on ``device``).
+
+    The bundle is moved to ``device`` (``--device``: auto, cpu, cuda[:N]) with the LM in ``dtype``
+    (``--dtype``; auto = bfloat16 on CUDA, float32 on the CPU) and the codec in float32. The choice is
+    printed on stderr, with the reason when ``auto`` picked it."""
+    dev = resolve_device(device)
+    lm_dtype = resolve_dtype(dtype, dev)
+    reason = ""
     if spec == "auto":
-        spec, reason = choose_auto()
-        print(f"openmrt: model {spec} ({reason})", file=sys.stderr)
+        spec, reason = choose_auto(dev)
+    bundle = _load(spec, seed)
+    bundle.to(dev, lm_dtype)
+    where = f"{dev} ({str(lm_dtype).removeprefix('torch.')} LM)"
+    print(f"openmrt: model {bundle.name} on {where}" + (f": {reason}" if reason else ""), file=sys.stderr)
+    if bundle.noise:
+        print("openmrt: WARNING: random weights: this plays noise, at a safe level (about -26 dBFS); "
+              "`openmrt models list` shows the trained bundles", file=sys.stderr)
+    return bundle
+
+
+def _load(spec: str, seed: int) -> Bundle:
     if spec.startswith("random"):
         _, _, rest = spec.partition(":")
         lm, _, codec = (rest or "tiny").partition("+")
@@ -88,19 +119,41 @@ def load_bundle(spec: str, seed: int = 0) -> Bundle:
     )
 
 
-def choose_auto(search: list[Path] | None = None) -> tuple[str, str]:
-    """(bundle, why): official bundles need an NVIDIA GPU to keep up (the full codec decoder alone runs
-    at ~0.3x real time on 2 CPU cores, docs/benchmarks.md); base wants a large one."""
+BASE_GPU_BYTES = 20e9  # mrt2_base in bfloat16 plus caches; below this a GPU gets mrt2_small
+
+
+def cpu_keeps_up(name: str) -> bool:
+    """Whether bundle ``name`` plays in real time on this machine's CPU.
+
+    Hook: only the demo bundle is known to; a warm-up check (e.g. timing a few mrt2_small frames) goes here,
+    and ``choose_auto`` then offers mrt2_small on CPUs that pass it."""
+    return name == "demo"
+
+
+def choose_auto(device: torch.device | str | None = None, search: list[Path] | None = None,
+                gpu_bytes: int | None = None) -> tuple[str, str]:
+    """(bundle, why) for ``--model auto`` on ``device`` (resolved with the --device rule).
+
+    CUDA: mrt2_base when installed and the GPU has >= 20 GB, else mrt2_small when installed. CPU (or a GPU
+    with no official bundle): the demo bundle when installed and ``cpu_keeps_up``, else random:tiny (noise).
+    ``gpu_bytes`` overrides the GPU's memory (tests)."""
+    dev = resolve_device(device)
     specs = hub.registry()
-    gpu_bytes = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
-    for name, need in (("mrt2_base", 20e9), ("mrt2_small", 1)):
-        if hub.is_installed(specs[name], search) and gpu_bytes >= need:
-            return name, f"installed, and this machine has a {gpu_bytes / 1e9:.0f} GB GPU"
-    if hub.is_installed(specs["demo"]):
-        return "demo", "the best installed bundle that runs in real time here"
+    if dev.type == "cuda":
+        if gpu_bytes is None:
+            gpu_bytes = torch.cuda.get_device_properties(dev).total_memory
+        gb = f"{gpu_bytes / 1e9:.0f} GB"
+        if hub.is_installed(specs["mrt2_base"], search) and gpu_bytes >= BASE_GPU_BYTES:
+            return "mrt2_base", f"installed, and the GPU has {gb} (>= {BASE_GPU_BYTES / 1e9:.0f} GB)"
+        if hub.is_installed(specs["mrt2_small"], search):
+            why = "installed" + ("" if gpu_bytes >= BASE_GPU_BYTES else f"; the GPU's {gb} is too small for mrt2_base")
+            return "mrt2_small", why
+    where = "no official bundle is installed for the GPU" if dev.type == "cuda" else "running on the CPU"
+    if hub.is_installed(specs["demo"]) and cpu_keeps_up("demo"):
+        return "demo", f"{where}; the demo bundle plays in real time there"
     return "random:tiny", (
-        "NOTE: no trained bundle is installed that runs in real time here (the demo bundle is not in this "
-        "package yet), so this plays random weights; `openmrt models list` shows the options"
+        f"{where}, and no trained bundle that plays there is installed (the demo LM is not in this package yet), "
+        "so this plays random weights; `openmrt models list` shows the options"
     )
 
 

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from openmrt import tokens as tk
-from openmrt.controls import Controls, LiveControls, parse_token_prompt
+from openmrt.controls import DEFAULTS, Controls, LiveControls, parse_token_prompt
+from openmrt.device import add_device_args
 from openmrt.engine.frames import FrameStream
-from openmrt.errors import ConfigError, ControlError
+from openmrt.engine.live import parse_guidance
+from openmrt.engine.session import BUFFER_PRESETS
+from openmrt.errors import CheckpointError, ConfigError, ControlError
+from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
 
 DEFAULT_MODEL = "auto"  # best installed bundle that keeps up here; random:tiny (with a note) until the demo ships
 MODEL_HELP = "model bundle: auto, demo, mrt2_small, mrt2_base, PATH or random:LM[+CODEC] (default auto)"
+STATUS_SECONDS = 2.0
 
 
 def _style_tokens(arg: str | None) -> tuple[int, ...] | None:
@@ -44,58 +51,105 @@ def controls_from_args(args: argparse.Namespace) -> Controls:
         style_tokens=_style_tokens(args.style_tokens),
         drums=args.drums,
         cfg_style=args.cfg_style, cfg_notes=args.cfg_notes, cfg_drums=args.cfg_drums,
-        temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+        temperature=args.temperature, top_k=args.top_k, seed=args.seed, seed_rotation=args.seed_rotation,
         auto_strum=not args.no_auto_strum, unmask_width=args.width,
     )
 
 
-def _check_style(controls: Controls, bundle, style: str | None = None) -> None:
-    """Attach the --style source to the bundle; a bundle with none can't embed text/audio prompts."""
-    if style:
-        from openmrt.style import load_style
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
-        bundle.style = load_style(style)
-    if controls.prompts and controls.style_tokens is None and bundle.style is None:
-        raise ConfigError(
-            f"bundle {bundle.name!r} has no style model, so text/audio prompts cannot be embedded; pass "
-            "--style demo (our style model) or --style musiccoca (the official files), or --style-tokens "
-            "a,b,...,l (12 ints) instead")
+
+def choose_style(bundle, style: str | None, needed: bool):
+    """The style model that turns prompts into this bundle's style tokens, and says which (one rule for play and
+    generate): --style when given; else the bundle's own; else MusicCoCa for an official bundle; else the shipped
+    demo style model. None when ``needed`` is False and MusicCoCa is missing for an official bundle."""
+    from openmrt.style import load_style
+
+    if style:
+        return load_style(style)
+    if bundle.style is not None:
+        return bundle.style
+    if bundle.lm.cfg.name.startswith("mrt2"):  # the official LMs read MusicCoCa tokens; nothing else fits them
+        try:
+            return load_style("musiccoca")
+        except CheckpointError as e:
+            if needed:
+                raise
+            _stderr(f"openmrt: note: prompts are off until MusicCoCa is installed ({e})")
+            return None
+    _stderr(f"openmrt: {bundle.name} has no style model of its own: prompts use the shipped demo style model "
+            "(--style demo; --style musiccoca for the official one)")
+    return load_style("demo")
+
+
+def compute_device(args: argparse.Namespace) -> str:
+    """--device is the compute device everywhere; a sound card given there gets a clear error."""
+    dev = (args.device or "auto").strip()
+    if dev.lower() == "auto" or dev.lower() == "cpu" or dev.lower().startswith("cuda"):
+        return dev
+    raise ConfigError(f"--device {dev!r}: --device is the compute device (auto, cpu, cuda, cuda:N); for a sound card "
+                      f"use --audio-device {dev!r} (`openmrt devices` lists them)")
+
+
+def guidance_from_args(args: argparse.Namespace, controls: Controls) -> dict[str, float] | None:
+    """Batched CFG (extra LM rows): --guidance style=3,notes=1, or --cfg-batch (the --cfg-style/--cfg-notes scales)."""
+    if args.guidance:
+        return parse_guidance(args.guidance)
+    if args.cfg_batch:
+        return {"musiccoca": controls.cfg_style, "notes": controls.cfg_notes}
+    return None
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
-    p.add_argument("--style", help="style model for --prompt: demo (ours), musiccoca (official files) or a file")
+    add_device_args(p)
+    p.add_argument("--style", help="style model for --prompt: demo (ours), musiccoca (official files) or a file "
+                                   "(default: the bundle's own, MusicCoCa for official bundles, else demo)")
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT[:WEIGHT]", help="style prompt (repeatable)")
     p.add_argument("--style-tokens", metavar="A,B,...,L", help="12 style tokens 0..1023 (or -1) instead of prompts")
     p.add_argument("--drums", choices=["auto", "off", "on"], default="auto")
-    p.add_argument("--cfg-style", type=float, default=3.0)
-    p.add_argument("--cfg-notes", type=float, default=1.0)
-    p.add_argument("--cfg-drums", type=float, default=1.0)
-    p.add_argument("--temperature", type=float, default=1.3)
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=int, default=0, help="unmask width around played notes (127 = solo)")
+    p.add_argument("--cfg-style", type=float, default=DEFAULTS["cfg_style"])
+    p.add_argument("--cfg-notes", type=float, default=DEFAULTS["cfg_notes"])
+    p.add_argument("--cfg-drums", type=float, default=DEFAULTS["cfg_drums"])
+    p.add_argument("--guidance", metavar="style=S,notes=N",
+                   help="batched CFG: also mix logits of extra LM rows with these scales (costs one row each)")
+    p.add_argument("--cfg-batch", action="store_true", help="batched CFG with the --cfg-style/--cfg-notes scales")
+    p.add_argument("--temperature", type=float, default=DEFAULTS["temperature"])
+    p.add_argument("--top-k", type=int, default=DEFAULTS["top_k"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    p.add_argument("--seed-rotation", type=int, default=DEFAULTS["seed_rotation"],
+                   help="0..1000: every reset restarts sampling from seed + rotation")
+    p.add_argument("--width", type=int, default=DEFAULTS["unmask_width"],
+                   help="unmask width around played notes (127 = solo)")
     p.add_argument("--no-auto-strum", action="store_true", help="send onsets then held notes (Auto-Strum off)")
+
+
+def _load(args: argparse.Namespace):
+    from openmrt.engine.bundle import load_bundle
+
+    return load_bundle(args.model, seed=0, device=compute_device(args), dtype=args.dtype)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from openmrt.engine.bundle import load_bundle
     from openmrt.engine.offline import render
     from openmrt.io.midi import MidiTimeline
 
     controls = controls_from_args(args)
+    guidance = guidance_from_args(args, controls)
     if args.seconds <= 0 or not np.isfinite(args.seconds):
         raise ControlError(f"--seconds must be a positive number, got {args.seconds}")
     out = Path(args.output)
     if out.suffix.lower() not in (".wav", ".flac"):
         raise ControlError(f"-o: write .wav or .flac, not {out.name}")
-    bundle = load_bundle(args.model, seed=0)
-    _check_style(controls, bundle, args.style)
-    style_tokens = bundle.style.tokens_for(controls.prompts) if controls.prompts and bundle.style else None
-    live = LiveControls(controls)
     timeline = MidiTimeline.from_file(args.notes) if args.notes else None
+    bundle = _load(args)
+    style_tokens = None
+    if controls.prompts and controls.style_tokens is None:
+        style_tokens = choose_style(bundle, args.style, needed=True).tokens_for(controls.prompts)
+    live = LiveControls(controls)
     notes_asked = []
 
     def cond_for_frame(t: int) -> np.ndarray:
@@ -105,99 +159,159 @@ def cmd_generate(args: argparse.Namespace) -> int:
         notes_asked.append(notes)
         return cond
 
-    n = int(round(args.seconds * 48000))
-    stream = FrameStream(bundle, seed=controls.seed, temperature=controls.temperature, top_k=controls.top_k)
-    print(f"openmrt: generating {args.seconds:g} s with {bundle.name}", file=sys.stderr)
+    n = int(round(args.seconds * SAMPLE_RATE))
+    stream = FrameStream(bundle, seed=controls.seed, temperature=controls.temperature, top_k=controls.top_k,
+                         guidance=guidance)
+    _stderr(f"openmrt: generating {args.seconds:g} s with {bundle.name}")
     audio, _ = render(stream, n, cond_for_frame, progress=True)
-    sf.write(str(out), audio, 48000)
-    print(f"wrote {out} ({len(audio)} samples, 48 kHz stereo)", file=sys.stderr)
+    sf.write(str(out), audio, SAMPLE_RATE)
+    _stderr(f"wrote {out} ({len(audio)} samples, 48 kHz stereo)")
     if args.plot:
         from openmrt.engine.plots import notes_vs_spectrogram
 
-        notes_vs_spectrogram(np.stack(notes_asked[: -(-n // 1920)]), audio, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
+        notes_vs_spectrogram(np.stack(notes_asked[: -(-n // FRAME_SAMPLES)]), audio, args.plot)
+        _stderr(f"wrote {args.plot}")
     return 0
 
 
+class DropWatch:
+    """Says once when drops repeat: frames dropped in two status periods of the last three."""
+
+    def __init__(self, buffer: int) -> None:
+        self.buffer, self.last, self.recent, self.said = buffer, 0, [], False
+
+    def update(self, dropped_frames: int) -> str | None:
+        self.recent = (self.recent + [dropped_frames > self.last])[-3:]
+        self.last = dropped_frames
+        if self.said or sum(self.recent) < 2:
+            return None
+        self.said = True
+        bigger = [b for b in BUFFER_PRESETS if b > self.buffer]
+        fix = f"try --buffer {bigger[0]} (more lead, more latency)" if bigger else \
+            "the model is too slow for this machine: try a smaller --model, or --device cuda"
+        return f"openmrt: frames keep dropping (the model is not keeping up): {fix}"
+
+
+def status_line(st, bad_controls: int) -> str:
+    return (f"frames {st.frames}  compute p50 {st.compute_ms_p50:.1f} ms p99 {st.compute_ms_p99:.1f} ms  "
+            f"buffer {st.buffer_fill} samples  dropped {st.dropped_frames} frames  bad controls {bad_controls}")
+
+
+def _typed_commands(target, dispatch, stop: threading.Event) -> threading.Thread:
+    """Typed commands on the terminal: one-letter keys (h lists them) or any OSC address with its arguments."""
+    from openmrt.engine.live import parse_line
+
+    def run() -> None:
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                if len(line) == 1:
+                    if not target.key(line, dispatch):
+                        stop.set()
+                        return
+                    continue
+                dispatch(*parse_line(line))
+            except ControlError as e:
+                _stderr(f"keys: {e}")
+
+    t = threading.Thread(target=run, name="openmrt-keys", daemon=True)
+    t.start()
+    return t
+
+
 def cmd_play(args: argparse.Namespace) -> int:
-    from openmrt.engine.bundle import load_bundle
+    from openmrt.engine.live import LiveTarget
     from openmrt.engine.session import FrameInput, Session
     from openmrt.io.audio_out import AudioOutput
     from openmrt.io.osc import OscServer
     from openmrt.io.recorder import Recorder
-
-    controls = controls_from_args(args)
-    bundle = load_bundle(args.model, seed=0)
-    _check_style(controls, bundle, args.style)
     from openmrt.style.live import LivePromptStyle
 
-    style = LivePromptStyle(bundle.style, controls.prompts)  # prompts changed over OSC re-encode off the frame loop
+    controls = controls_from_args(args)
+    guidance = guidance_from_args(args, controls)
+    bundle = _load(args)
+    source = choose_style(bundle, args.style, needed=bool(controls.prompts))  # also for /prompt sent later
+    style = LivePromptStyle(source, controls.prompts)  # prompts changed over OSC re-encode off the frame loop
     live = LiveControls(controls)
     session = Session(bundle, lambda: FrameInput.from_live(live, style.tokens(live.snapshot())),
-                      buffer_samples=args.buffer, seed=controls.seed, seed_rotation=controls.seed_rotation)
+                      buffer_samples=args.buffer, seed=controls.seed, seed_rotation=controls.seed_rotation,
+                      guidance=guidance)
     live.on_reset = session.reset
-    recorder = Recorder(args.record) if args.record else None
-    midi = None
-    if args.midi is not None:
-        from openmrt.io.midi import MidiInput
+    target = LiveTarget(session, live, has_style=source is not None, echo=_stderr)
+    with contextlib.ExitStack() as on_exit:  # whatever opened is closed again, also when a later step fails
+        on_exit.callback(style.close)
+        on_exit.callback(target.close)
+        out = AudioOutput(session.read, device=args.audio_device)  # opened first: no sound card, nothing started
+        if args.record:
+            out.recorder = Recorder(args.record)
+            on_exit.callback(lambda: (out.recorder.close(), _stderr(f"recorded {args.record}")))
+        midi = None
+        if args.midi is not None:
+            from openmrt.io.midi import MidiInput
 
-        midi = MidiInput(live, port=args.midi or None)
-    osc = OscServer(live, host=args.osc_host, port=args.osc_port).start()
-    session.start()
-    out = AudioOutput(session.read, device=args.device, recorder=recorder)
-    out.start()
-    print(f"openmrt: playing {bundle.name}; OSC on {args.osc_host}:{osc.port}; Ctrl-C stops", file=sys.stderr)
-    try:
-        t_end = time.monotonic() + args.seconds if args.seconds else None
-        while t_end is None or time.monotonic() < t_end:
-            time.sleep(2.0)
-            st = session.stats()
-            print(f"frames {st.frames}  compute p50 {st.compute_ms_p50:.1f} ms p99 {st.compute_ms_p99:.1f} ms  "
-                  f"buffer {st.buffer_fill}  dropped {st.dropped_frames}  bad controls "
-                  f"{st.extra['control_errors'] + osc.rejected}", file=sys.stderr)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        out.close()
-        session.stop()
-        style.close()
-        osc.stop()
-        if midi is not None:
-            midi.close()
-        if recorder is not None:
-            recorder.close()
-            print(f"recorded {args.record}", file=sys.stderr)
+            midi = MidiInput(target, port=args.midi or None, backend=args.midi_backend)
+            on_exit.callback(lambda: (midi.close(), _stderr(
+                f"openmrt: MIDI received {midi.received} messages ({midi.rejected} rejected)")))
+            _stderr(f"openmrt: MIDI input {midi.name!r} ({midi.backend})")
+        osc = OscServer(target, host=args.osc_host, port=args.osc_port, echo=_stderr).start()
+        on_exit.callback(osc.stop)
+        keys = OscServer(target, echo=_stderr, name="keys")  # never started: typed commands use its dispatch
+        stop = threading.Event()
+        session.start()
+        on_exit.callback(session.stop)
+        out.start()
+        on_exit.callback(out.close)
+        _stderr(f"openmrt: playing {bundle.name}; OSC on {args.osc_host}:{osc.port}; Ctrl-C stops")
+        if sys.stdin is not None and sys.stdin.isatty():
+            _typed_commands(target, keys.handle_message, stop)
+            _stderr("openmrt: type h + Enter for keys (s save, l load, r reset, q quit) or an OSC address, e.g. "
+                    "`/temperature 1.1`")
+        watch = DropWatch(args.buffer)
+        try:
+            t_end = time.monotonic() + args.seconds if args.seconds else None
+            while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
+                stop.wait(min(STATUS_SECONDS, max(0.0, t_end - time.monotonic())) if t_end else STATUS_SECONDS)
+                st = session.stats()
+                _stderr(status_line(st, st.extra["control_errors"] + osc.rejected + keys.rejected + target.errors))
+                hint = watch.update(st.dropped_frames)
+                if hint:
+                    _stderr(hint)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from openmrt.io.audio_out import list_devices
-    from openmrt.io.midi import input_ports
+    from openmrt.io.midi import find_backend, input_ports
 
-    print("audio outputs:")
+    print("audio outputs (--audio-device):")
     print(list_devices())
-    print("MIDI inputs:")
     try:
-        print("\n".join(input_ports()) or "(none)")
-    except Exception as e:  # no MIDI backend on this machine
-        print(f"(unavailable: {e})")
+        backend = find_backend(args.midi_backend)
+    except ConfigError as e:  # no MIDI system on this machine: say what to start
+        print(f"MIDI inputs: none ({e})")
+        return 0
+    print(f"MIDI inputs ({backend}):")
+    print("\n".join(input_ports(backend)) or "(none)")
     return 0
 
 
 def cmd_bench_latency(args: argparse.Namespace) -> int:
     import json
 
-    from openmrt.engine.bundle import load_bundle
     from openmrt.engine.latency import STAGES, measure
 
-    bundle = load_bundle(args.model, seed=0)
+    bundle = _load(args)
     result = measure(bundle, trials=args.trials, buffer_samples=args.buffer)
     result["model"] = bundle.name
     for stage in STAGES:
         q = result["stages"].get(stage, {})
         print(f"{stage:18s} p50 {q.get(50, float('nan')):7.1f}  p95 {q.get(95, float('nan')):7.1f}  "
               f"p99 {q.get(99, float('nan')):7.1f} ms")
-    print(f"trials {result['trials']}, dropped samples {result['dropped_samples']}")
+    print(f"trials {result['trials']}, dropped {result['dropped_frames']} frames")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
@@ -211,14 +325,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seconds", type=float, default=10.0)
     g.add_argument("--notes", metavar="FILE.mid", help="MIDI file: the notes to play, frame by frame")
     g.add_argument("--plot", metavar="PNG", help="also draw the notes asked for over the output spectrogram")
-    g.add_argument("-o", "--output", required=True, help="output .wav or .flac")
+    g.add_argument("-o", "--out", "--output", dest="output", required=True, help="output .wav or .flac")
     g.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("play", help="play live: audio out, MIDI in, OSC control")
     _add_common(p)
-    p.add_argument("--device", help="audio output device (index or name; `openmrt devices`)")
-    p.add_argument("--buffer", type=int, default=2048, choices=[2048, 4096, 8192], help="buffer lead in samples")
+    p.add_argument("--audio-device", help="sound card (index or name; `openmrt devices` lists them)")
+    for alias in ("--output-device", "--sound-device"):
+        p.add_argument(alias, dest="audio_device", help=argparse.SUPPRESS)
+    p.add_argument("--buffer", type=int, default=BUFFER_PRESETS[0], choices=BUFFER_PRESETS,
+                   help="buffer lead in samples (more: fewer dropped frames, more latency)")
     p.add_argument("--midi", nargs="?", const="", help="MIDI input port name (no name: a virtual port 'openmrt')")
+    p.add_argument("--midi-backend", metavar="alsa|jack|NAME",
+                   help="MIDI system (default: the ALSA sequencer when it works, else JACK)")
     p.add_argument("--osc-host", default="127.0.0.1")
     p.add_argument("--osc-port", type=int, default=9000)
     p.add_argument("--record", metavar="FILE.wav", help="record what is played (never overwrites)")
@@ -226,12 +345,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_play)
 
     d = sub.add_parser("devices", help="list audio outputs and MIDI inputs")
+    d.add_argument("--midi-backend", metavar="alsa|jack|NAME", help="MIDI system (default: ALSA, else JACK)")
     d.set_defaults(func=cmd_devices)
 
     b = sub.add_parser("bench", help="measurements").add_subparsers(dest="bench", required=True)
     lat = b.add_parser("latency", help="MIDI note-on to sound, p50/p95/p99 with the breakdown")
     lat.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    add_device_args(lat)
     lat.add_argument("--trials", type=int, default=40)
-    lat.add_argument("--buffer", type=int, default=2048, choices=[2048, 4096, 8192])
-    lat.add_argument("--out", help="JSON file for the results")
+    lat.add_argument("--buffer", type=int, default=BUFFER_PRESETS[0], choices=BUFFER_PRESETS)
+    lat.add_argument("-o", "--out", help="JSON file for the results")
     lat.set_defaults(func=cmd_bench_latency)

@@ -83,4 +83,4 @@ def measure(bundle: Bundle, trials: int = 40, buffer_samples: int = 2048, block:
     summary = {s: {q: round(float(np.percentile([row[s] for row in rows], q)), 2) for q in (50, 95, 99)}
                for s in STAGES} if rows else {}
     return {"trials": len(rows), "buffer_samples": buffer_samples, "device_block": block,
-            "dropped_samples": session.ring.underrun_samples, "stages": summary}
+            "dropped_frames": session.stats().dropped_frames, "stages": summary}

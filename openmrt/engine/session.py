@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from openmrt import tokens as tk
-from openmrt.controls import LiveControls, MidiGate, reset_fade
+from openmrt.controls import DEFAULTS, LiveControls, MidiGate, reset_fade
 from openmrt.engine.bundle import Bundle
 from openmrt.engine.frames import FRAME, FrameStream
 from openmrt.engine.ring import RingBuffer
@@ -41,8 +41,8 @@ class FrameInput:
     """What the frame loop reads from the controls once per frame."""
 
     cond: np.ndarray  # [144] raw conditioning (-1 masked)
-    temperature: float = 1.3
-    top_k: int = 40
+    temperature: float = DEFAULTS["temperature"]
+    top_k: int = DEFAULTS["top_k"]
     midi_gate: bool = False  # mute the output while no notes sound (the note values are cond[NOTES])
 
     @staticmethod
@@ -60,7 +60,7 @@ class FrameMetrics:
     codec_ms: float
     wait_ms: float  # time spent waiting for room in the buffer (back-pressure)
     buffer_fill: int  # samples queued after writing this frame
-    dropped_samples: int  # cumulative zero-filled samples so far
+    dropped_frames: int  # cumulative zero-filled output, in 40 ms frames (rounded up) so far
     t_snapshot: float  # perf_counter() when the controls were read
     t_written: float  # perf_counter() when the audio entered the buffer
     start_sample: int  # position of the frame's first sample in the output stream
@@ -69,8 +69,7 @@ class FrameMetrics:
 @dataclass
 class SessionStats:
     frames: int
-    dropped_samples: int
-    dropped_frames: int
+    dropped_frames: int  # zero-filled output so far, in 40 ms frames (rounded up): the one unit for drops
     underrun_events: int
     compute_ms_p50: float
     compute_ms_p99: float
@@ -83,12 +82,16 @@ class Session:
         bundle: the models to play.
         frame_input: called once per frame on the engine thread; returns a ``FrameInput``.
         buffer_samples: lead of the ring buffer, one of 2048 / 4096 / 8192 (latency vs dropouts).
-        seed: sampling seed; ``seed_rotation`` r != 0 makes every reset start from seed + r.
+        seed, seed_rotation: read at every reset (change the attributes, or ``set_seed``, between resets): a
+            reset starts sampling from seed + seed_rotation. A reset to a prefill keeps the prefill's sampling
+            state unless either changed since the prefill (shared/spec/live_engine_and_controls.md §3.8).
+        guidance: batched-CFG scales (extra LM rows per stream, ``LMGenerator``), e.g. {"musiccoca": 3.0}.
         threads: torch threads for the engine (1 leaves a core to audio, MIDI and the UI).
     """
 
     def __init__(self, bundle: Bundle, frame_input: Callable[[], FrameInput], buffer_samples: int = 2048,
-                 seed: int = 0, seed_rotation: int = 0, threads: int | None = 1, history: int = 10_000):
+                 seed: int = DEFAULTS["seed"], seed_rotation: int = DEFAULTS["seed_rotation"],
+                 guidance: dict[str, float] | None = None, threads: int | None = 1, history: int = 10_000):
         if buffer_samples not in BUFFER_PRESETS:
             raise ControlError(f"buffer_samples must be one of {BUFFER_PRESETS}, got {buffer_samples}")
         self.bundle = bundle
@@ -96,17 +99,20 @@ class Session:
         self.buffer_samples = buffer_samples
         self.seed, self.seed_rotation = seed, seed_rotation
         self.threads = threads
-        self.stream = FrameStream(bundle, seed=seed)
+        self.guidance = dict(guidance or {})
+        self._pending_guidance: dict[str, float] | None = None  # new rows: applied at the next reset
+        self.stream = FrameStream(bundle, seed=seed, guidance=self.guidance or None)
         self.ring = RingBuffer(max(BUFFER_PRESETS) + PRIME_FRAMES * FRAME)
         self.metrics: deque[FrameMetrics] = deque(maxlen=history)
         self.control_errors = 0
         self._last_input: FrameInput | None = None
         self._reset_target: dict[str, torch.Tensor] | None = None  # set by prefill
+        self._target_seeds = (seed, seed_rotation)  # the seeds the reset target was made with
         self._lock = threading.Lock()  # serialises state operations (reset/prefill/save/load) with frames
         self._requests: deque[Callable[[], None]] = deque()
         self._running = threading.Event()
         self._thread: threading.Thread | None = None
-        self._fade = False  # fade the next frame in (after a reset)
+        self._fade = False  # fade the next audible frame in (after a reset, a prefill or a load)
         self._gate = MidiGate()
         self._frames = 0
 
@@ -126,7 +132,8 @@ class Session:
 
     def _envelopes(self, audio: np.ndarray, inp: FrameInput) -> np.ndarray:
         """Reset fade-in and MIDI Gate, per sample, in place."""
-        if self._fade:
+        # A fresh codec stream's first frame is its lookahead silence: the fade goes on the first frame with sound.
+        if self._fade and self.stream.frames_out > 1:
             audio *= reset_fade(len(audio))[:, None]
             self._fade = False
         gains = self._gate.gains(inp.cond[tk.NOTES], inp.midi_gate, len(audio))
@@ -154,8 +161,12 @@ class Session:
         self.ring.write(audio)
         t1 = time.perf_counter()
         self.metrics.append(FrameMetrics(self._frames, compute_ms, self.stream.lm_ms, self.stream.codec_ms,
-                                         (t1 - t0) * 1e3, self.ring.fill(), self.ring.underrun_samples,
+                                         (t1 - t0) * 1e3, self.ring.fill(), _frames(self.ring.underrun_samples),
                                          t_snapshot, t1, start))
+
+    def produce(self) -> None:
+        """Make one frame and queue it now, without waiting for room (virtual-clock drivers; the loop waits)."""
+        self._write(*self._generate(), wait_for_room=False)
 
     def _prime(self) -> None:
         for _ in range(PRIME_FRAMES):
@@ -197,9 +208,18 @@ class Session:
 
     def _do_reset(self) -> None:
         with self._lock:
-            self.stream.reset(self.seed + self.seed_rotation)
+            if self._pending_guidance is not None:  # new LM rows: a fresh stream (its state no longer fits)
+                self.guidance, self._pending_guidance = self._pending_guidance, None
+                self.stream = FrameStream(self.bundle, seed=self.seed, guidance=self.guidance or None)
+                self._reset_target = None
+            seed = self.seed + self.seed_rotation
+            self.stream.reset(seed)
             if self._reset_target is not None:
-                self.stream.load_state_dict(self._reset_target)
+                sd = self._reset_target
+                if (self.seed, self.seed_rotation) != self._target_seeds:  # the seed changed: the RNG restarts
+                    fresh = self.stream.state_dict()
+                    sd = {k: (fresh[k] if k.endswith("rng") else v) for k, v in sd.items()}
+                self.stream.load_state_dict(sd)
             self._fade = True
 
     def reset(self) -> None:
@@ -209,9 +229,32 @@ class Session:
         else:
             self._do_reset()
 
+    def set_seed(self, seed: int | None = None, seed_rotation: int | None = None) -> None:
+        """New seed and/or seed rotation, used from the next reset on."""
+        if seed is not None:
+            self.seed = seed
+        if seed_rotation is not None:
+            self.seed_rotation = seed_rotation
+
+    def set_guidance(self, guidance: dict[str, float]) -> bool:
+        """Batched-CFG scales. Same signals as now: applied from the next frame (True). Other signals need other
+        LM rows: applied at the next reset, which starts a fresh stream and drops a prefill target (False)."""
+        guidance = {k: float(v) for k, v in guidance.items()}
+        if tuple(sorted(guidance)) == tuple(sorted(self.guidance)):
+            with self._lock:
+                lm = self.stream.lm
+                lm.guidance = [guidance[k] for k in lm.guidance_keys]
+                self.guidance = guidance
+            return True
+        self._pending_guidance = guidance
+        return False
+
     # ------------------------------------------------------------------ state and prefill
-    def save_state(self, path: str | Path) -> None:
-        """Write the stream state (LM caches, tokens, RNG, codec buffers) to a safetensors file."""
+    def save_state(self, path: str | Path, overwrite: bool = False) -> None:
+        """Write the stream state (LM caches, tokens, RNG, codec buffers) to a safetensors file; an existing
+        file is kept (CheckpointError) unless ``overwrite``."""
+        if Path(path).exists() and not overwrite:
+            raise CheckpointError(f"{path} exists: not overwriting it (choose another name, or allow overwrite)")
         with self._lock:
             sd = self.stream.state_dict()
         save_tensors(path, sd, {"bundle": self.bundle.name, "lm": self.bundle.lm.cfg.to_json()})
@@ -223,8 +266,9 @@ class Session:
         with self._lock:
             try:
                 self.stream.load_state_dict(sd)
-            except (ValueError, KeyError) as e:
+            except (ValueError, KeyError, RuntimeError) as e:
                 raise CheckpointError(f"session state {path} does not fit this bundle: {e}") from e
+            self._fade = True
 
     def prefill_tokens(self, tokens: np.ndarray, drums: int = tk.MASKED) -> None:
         """Teacher-force known frames (tokens [T, 12] unique ids) and make the result the reset target.
@@ -232,9 +276,11 @@ class Session:
         Conditioning during prefill: notes and style masked, drums as given (official engine)."""
         cond = np.stack([tk.make_conditioning(drums=drums) for _ in range(len(tokens))])
         with self._lock:
-            self.stream.reset(self.seed)
+            self.stream.reset(self.seed + self.seed_rotation)
             self.stream.prefill(cond, np.asarray(tokens))
             self._reset_target = self.stream.state_dict()
+            self._target_seeds = (self.seed, self.seed_rotation)
+            self._fade = True
 
     def prefill_audio(self, audio: np.ndarray, trim_frames: int = 25, drums: int = tk.MASKED) -> int:
         """Encode audio [N, 2] at 48 kHz with the codec, trim ``trim_frames`` at each end (encoder
@@ -259,11 +305,15 @@ class Session:
         ms = np.array([m.compute_ms for m in self.metrics]) if self.metrics else np.zeros(1)
         return SessionStats(
             frames=self._frames,
-            dropped_samples=self.ring.underrun_samples,
-            dropped_frames=-(-self.ring.underrun_samples // FRAME),
+            dropped_frames=_frames(self.ring.underrun_samples),
             underrun_events=self.ring.underrun_events,
             compute_ms_p50=float(np.percentile(ms, 50)),
             compute_ms_p99=float(np.percentile(ms, 99)),
             buffer_fill=self.ring.fill(),
             extra={"control_errors": self.control_errors},
         )
+
+
+def _frames(samples: int) -> int:
+    """Dropped samples -> dropped frames (a partly dropped frame counts as one)."""
+    return -(-samples // FRAME)

@@ -6,11 +6,15 @@ to the recorder); underruns come back as zeros, counted by the ring buffer.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 
 import numpy as np
 
 from openmrt.errors import OpenMRTError
+
+CLIENT_NAME = "openmrt"  # what JACK shows for our audio client (PortAudio's default is "PortAudio")
+_client_name = ctypes.create_string_buffer(CLIENT_NAME.encode())  # PortAudio keeps the pointer: keep it alive
 
 
 def _sd():
@@ -18,7 +22,25 @@ def _sd():
         import sounddevice as sd
     except OSError as e:  # PortAudio missing
         raise OpenMRTError(f"audio output needs PortAudio (Debian: apt-get install libportaudio2): {e}") from e
+    _name_jack_client(sd)
     return sd
+
+
+def _name_jack_client(sd) -> None:
+    """Name our JACK client "openmrt": PaJack_SetClientName works only before Pa_Initialize, and sounddevice
+    initialises PortAudio on import, so re-initialise once around it. A PortAudio without JACK has no such symbol."""
+    if getattr(sd, "_openmrt_named", False):
+        return
+    sd._openmrt_named = True
+    try:
+        lib = ctypes.CDLL(sd._libname)  # the library sounddevice loaded (dlopen returns the same instance)
+        set_name = lib.PaJack_SetClientName
+    except (OSError, AttributeError):
+        return
+    set_name.argtypes = [ctypes.c_char_p]
+    sd._terminate()
+    set_name(_client_name)
+    sd._initialize()
 
 
 def list_devices() -> str:
@@ -29,11 +51,12 @@ def list_devices() -> str:
     for i, d in enumerate(sd.query_devices()):
         if d["max_output_channels"] >= 2:
             lines.append(f"{i:3d}  {d['name']}  ({apis[d['hostapi']]['name']}, {d['max_output_channels']} out)")
-    return "\n".join(lines) or "no audio output devices (on a machine without a sound card, start JACK's dummy driver)"
+    return "\n".join(lines) or ("no audio output devices (on a machine without a sound card, start JACK's dummy "
+                                "driver: `jackd --no-realtime -d dummy -r 48000 -p 480 &`, then `openmrt devices`)")
 
 
 def resolve_device(device: str | int | None) -> int | None:
-    """A device index from an index, a name (or part of one), or None for the default."""
+    """A sound card's index from an index, a name (or part of one), or None for the default (--audio-device)."""
     if device is None or isinstance(device, int):
         return device
     if device.isdigit():
@@ -68,7 +91,8 @@ class AudioOutput:
             self.stream = sd.OutputStream(samplerate=sample_rate, channels=2, dtype="float32", blocksize=blocksize,
                                           device=resolve_device(device), callback=callback)
         except sd.PortAudioError as e:
-            raise OpenMRTError(f"cannot open audio output {device!r}: {e}\n{list_devices()}") from e
+            which = "the default sound card" if device is None else f"audio output {device!r}"
+            raise OpenMRTError(f"cannot open {which}: {e}\n{list_devices()}") from e
 
     def start(self) -> None:
         self.stream.start()

@@ -2,7 +2,7 @@
 
 Live: `MidiInput` opens a named port or creates a virtual input "openmrt" and feeds a `ControlTarget` (usually
 `LiveControls`) from rtmidi's callback thread. On Linux without an ALSA sequencer (/dev/snd/seq), virtual ports need
-a running JACK server and `backend="mido.backends.rtmidi/UNIX_JACK"` (shared/notes/environment.md).
+a running JACK server; `find_backend` picks the ALSA sequencer when it works, else JACK (shared/notes/environment.md).
 
 Files: `MidiTimeline.from_file` schedules note and controller events on 40 ms frame indices, so offline generation
 can feed a `NoteTracker` frame by frame exactly as the live loop would see them.
@@ -10,8 +10,11 @@ can feed a `NoteTracker` frame by frame exactly as the live loop would see them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FRAME_RATE = 25.0  # frames per second (40 ms)
 VIRTUAL_PORT = "openmrt"
+MIDI_CLIENT = "openmrt MIDI"  # the ALSA/JACK client that holds the virtual port
 DRUM_CHANNEL = 9  # General MIDI channel 10: percussion, not pitches
 
 
@@ -47,20 +51,70 @@ def handle_message(target: ControlTarget, msg: Any) -> bool:
 # Live ports
 
 
+BACKENDS = {"alsa": "mido.backends.rtmidi/LINUX_ALSA", "jack": "mido.backends.rtmidi/UNIX_JACK"}
+ALSA_SEQ = "/dev/snd/seq"
+
+
 def _backend(name: str | None) -> Any:
     try:
         import mido  # imported here so the rest of openmrt works without MIDI support installed
         import rtmidi  # noqa: F401  # mido's port backend
     except ImportError as e:
         raise ConfigError(f"live MIDI input needs mido and python-rtmidi ({e}); pip install python-rtmidi") from e
-    return mido.Backend(name or "mido.backends.rtmidi", load=True)
+    return mido.Backend(BACKENDS.get(name or "", name or "mido.backends.rtmidi"), load=True)
+
+
+def _works(backend: str) -> bool:
+    be = _backend(backend)
+    with _quiet_stderr():  # a failed probe makes libasound/libjack print lines the user need not see
+        try:
+            be.get_input_names()  # rtmidi raises SystemError when it cannot reach its MIDI system
+            return True
+        except (SystemError, OSError, RuntimeError):
+            return False
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """C libraries write to fd 2 directly: point it at /dev/null for the block (called before threads start)."""
+    try:
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def find_backend(name: str | None = None, alsa_seq: str = ALSA_SEQ) -> str:
+    """The mido backend for live MIDI: ``name`` (alsa, jack, or any mido backend name) when given, else the first
+    that works here: the ALSA sequencer when ``/dev/snd/seq`` is there and opens, else JACK when a server runs.
+    ConfigError, saying what to start, when none does."""
+    if name:
+        return BACKENDS.get(name, name)
+    if not sys.platform.startswith("linux"):
+        return "mido.backends.rtmidi"  # CoreMIDI / Windows MM: rtmidi's default API
+    if Path(alsa_seq).exists() and _works(BACKENDS["alsa"]):
+        return BACKENDS["alsa"]
+    if _works(BACKENDS["jack"]):
+        return BACKENDS["jack"]
+    raise ConfigError(
+        f"no MIDI system here: no ALSA sequencer ({alsa_seq}: load it with `sudo modprobe snd-seq`) and no JACK "
+        "server running (start one, e.g. `jackd -d alsa` or, with no sound card, `jackd --no-realtime -d dummy "
+        "-r 48000`); then `openmrt play --midi` finds it (or pass --midi-backend alsa|jack). `openmrt devices` "
+        "lists the MIDI inputs it sees")
 
 
 def input_ports(backend: str | None = None) -> list[str]:
-    """Names of the MIDI inputs the backend can see (empty when it cannot reach a MIDI system)."""
+    """Names of the MIDI inputs the backend (default: `find_backend`'s choice) can see; empty when none works."""
     try:
-        return list(_backend(backend).get_input_names())
-    except (SystemError, OSError, RuntimeError):  # no ALSA sequencer / no JACK server
+        return list(_backend(find_backend(backend)).get_input_names())
+    except (ConfigError, SystemError, OSError, RuntimeError):  # no ALSA sequencer, no JACK server
         return []
 
 
@@ -88,18 +142,22 @@ class MidiInput:
     ) -> None:
         self.target = target
         self.received = self.rejected = 0
-        be = _backend(backend)
+        self.backend = find_backend(backend)
+        be = _backend(self.backend)
         try:
             if port is None:
                 self.name = virtual_name
-                self._port = be.open_input(virtual_name, virtual=True, callback=self._on_message)
+                # The client is named too (else "RtMidiIn Client"); not "openmrt", which the audio client takes.
+                self._port = be.open_input(virtual_name, virtual=True, client_name=MIDI_CLIENT,
+                                           callback=self._on_message)
             else:
                 self.name = _match_port(port, be.get_input_names())
                 self._port = be.open_input(self.name, callback=self._on_message)
         except (SystemError, OSError, RuntimeError) as e:
-            hint = "start JACK and use backend 'mido.backends.rtmidi/UNIX_JACK'" if port is None else "check the name"
-            raise ConfigError(f"cannot open MIDI input {port or virtual_name!r}: {e} ({hint})") from e
-        log.info("MIDI: listening on %r", self.name)
+            hint = ("try the other MIDI system: --midi-backend jack (with a JACK server running) or alsa"
+                    if port is None else "check the name: `openmrt devices` lists the MIDI inputs")
+            raise ConfigError(f"cannot open MIDI input {port or virtual_name!r} ({self.backend}): {e}; {hint}") from e
+        log.info("MIDI: listening on %r (%s)", self.name, self.backend)
 
     def _on_message(self, msg: Any) -> None:
         # Runs on rtmidi's thread: nothing may escape, or the port stops delivering.

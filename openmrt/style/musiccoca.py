@@ -6,7 +6,7 @@ Gaussian noise (numpy RandomState(seed).randn(768)) to an L2-normalised audio-sp
 
 Files (`resources/musiccoca/` under the official layout; see `musiccoca_dir`): spm.model, text_encoder.tflite,
 audio_preprocessor.tflite, music_encoder.tflite, pretrained_vector_quantizer.tflite, mapper.tflite (optional).
-They are not shipped with openmrt; the official `mrt models` download (Hugging Face google/magenta-realtime-2,
+They are not shipped with openmrt; `openmrt models download mrt2_small` (Hugging Face google/magenta-realtime-2,
 CC-BY-4.0) puts them there.
 """
 
@@ -62,8 +62,8 @@ def musiccoca_dir() -> Path:
     raise CheckpointError(
         f"MusicCoCa files not found. Put {need} (and optionally {FILES['mapper']}) in one of: "
         + "; ".join(str(d) for d in dirs)
-        + ". They come from Hugging Face google/magenta-realtime-2 (resources/musiccoca), e.g. via the official "
-        "`mrt models` download; or use openmrt's own style model (--style demo).")
+        + ". Get them with `openmrt models download mrt2_small` (Hugging Face google/magenta-realtime-2, "
+        "resources/musiccoca), or use openmrt's own style model (--style demo).")
 
 
 def mapper_noise(seed: int = 0, dim: int = EMBED_DIM) -> np.ndarray:
@@ -116,7 +116,7 @@ class MusicCoCa(StyleSource):
         missing = [FILES[k] for k in REQUIRED if not (self.dir / FILES[k]).is_file()]
         if missing:
             raise CheckpointError(f"MusicCoCa: {', '.join(missing)} missing in {self.dir} "
-                                  "(files of Hugging Face google/magenta-realtime-2, resources/musiccoca)")
+                                  "(get them with `openmrt models download mrt2_small`)")
         has_mapper = (self.dir / FILES["mapper"]).is_file()
         if use_mapper and not has_mapper:
             raise CheckpointError(f"MusicCoCa: mapper requested but {self.dir / FILES['mapper']} is missing")
