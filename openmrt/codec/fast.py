@@ -16,9 +16,7 @@ Why it is faster than ``SpectroStream.decode_step`` on a CPU (docs/benchmarks.md
 
 ``precision="f32"`` equals the reference decode to float rounding; ``"bf16"`` stores activations
 and weights in bfloat16 (accumulation in float32 inside oneDNN), measured in
-benchmarks/codec_precision.py. ``band`` (0 < band ≤ 1) is the documented lower-fidelity option:
-the half-rate stages compute only the lowest ``band`` fraction of the frequency bins (plus a halo
-of exact context), so the output above ``band · 24 kHz`` is silent. Never a default.
+benchmarks/codec_precision.py; it needs AVX-512 BF16 or AMX (oneDNN has no bf16 conv on AVX2).
 
 The returned object delegates everything else (``encode``, ``decode``, ``quantizer``, ...) to the
 original codec, whose float32 weights it shares.
