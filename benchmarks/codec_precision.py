@@ -2,8 +2,8 @@
 
     python3 benchmarks/codec_precision.py [--frames 100] [--out benchmarks/results/codec_precision.json]
 
-For each precision of ``openmrt.codec.fast.prepare_decoder`` (f32, and bf16 where the CPU has fast
-bfloat16 convolutions) it streams codes through ``decode_step`` and compares the audio with the
+For each precision of ``openmrt.codec.fast.prepare_decoder`` (f32, int8 for the big
+low-resolution layers, and bf16 where the CPU has fast bfloat16 convolutions) it streams codes through ``decode_step`` and compares the audio with the
 reference ``SpectroStream.decode_step`` in float32: SNR in dB (signal = reference audio, noise =
 difference; goal ≥ 25 dB) and mel L1 (openmrt.eval.codec.mel_l1, natural-log mel magnitudes;
 0 = identical), raw decoder audio and after the official int16 output stage. Weights: the seeded
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         "golden_codes12": golden_codes,
         "random_codes": torch.randint(0, 1024, (1, args.frames, 12), generator=torch.Generator().manual_seed(0)),
     }
-    precisions = ["f32"] + (["bf16"] if bf16_supported() else [])
+    precisions = ["f32", "int8"] + (["bf16"] if bf16_supported() else [])
     result = {"machine": machine(), "weights": "seeded full-size golden codec (shared/golden/seeded)",
               "reference": "SpectroStream.decode_step, float32", "goal_snr_db": 25.0,
               "bf16_supported": bf16_supported(), "rows": []}

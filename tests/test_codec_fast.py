@@ -70,8 +70,23 @@ def test_bf16_snr(narrow):
     assert 25.0 <= _snr_db(ref, out) < 80.0  # lossy, but well above the goal
 
 
+def test_int8_snr(narrow, monkeypatch):
+    # Full size quantizes layers of ≥ 1 M weights; the narrow codec's are smaller, so lower the bar.
+    import openmrt.codec.fast as fast_mod
+
+    monkeypatch.setattr(fast_mod, "INT8_MIN_WEIGHTS", 100_000)
+    fast = prepare_decoder(narrow, "int8")
+    assert all(isinstance(u.second, fast_mod._Conv8) for u in fast.fast.merged)
+    assert isinstance(fast.fast.merged[1].first, fast_mod._ConvT8)
+    codes = torch.randint(0, 1024, (2, 10, 12), generator=torch.Generator().manual_seed(4))
+    ref = _steps(narrow, codes)[:, FRAME_SAMPLES:]
+    out = _steps(fast, codes)[:, FRAME_SAMPLES:]
+    assert torch.isfinite(out).all()
+    assert 25.0 <= _snr_db(ref, out) < 80.0
+
+
 def test_bad_precision_is_a_clear_error(narrow):
-    with pytest.raises(ConfigError, match="f32, bf16"):
+    with pytest.raises(ConfigError, match="f32, bf16, int8"):
         prepare_decoder(narrow, "int4")
     if not bf16_supported():
         with pytest.raises(ConfigError, match="bfloat16"):
@@ -91,9 +106,9 @@ class _SyncSpy(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
-def test_decode_step_never_syncs_to_host(narrow, fast):
-    codec = prepare_decoder(narrow) if fast else narrow
+@pytest.mark.parametrize("precision", [None, "f32", "int8"], ids=["reference", "f32", "int8"])
+def test_decode_step_never_syncs_to_host(narrow, precision):
+    codec = prepare_decoder(narrow, precision) if precision else narrow
     state = codec.init_decode_state(2)
     codes = torch.randint(0, 1024, (2, 12))
     with torch.inference_mode():

@@ -24,6 +24,8 @@ original codec, whose float32 weights it shares.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +37,9 @@ from openmrt.codec.stft import init_istft_state, istft_step
 from openmrt.codec.units import UpUnit
 from openmrt.errors import ConfigError
 
-PRECISIONS = {"f32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+PRECISIONS = {"f32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+              "int8": torch.float32}
+INT8_MIN_WEIGHTS = 1_000_000  # int8 for the big low-resolution layers only: there weight traffic is the cost
 
 _mk = torch.ops.mkldnn
 
@@ -69,11 +73,14 @@ class _Conv:
             _elu_into(x, view)
         else:
             view.copy_(x)
-        y = _mk._convolution_pointwise(buf, self.weight, self.bias, [0, 0], self.stride, [1, 1], 1, "none", [], "")
+        y = self._conv(buf)
         if ctx:
             last = buf[:, :, chunk:]
             buf[:, :, :ctx].copy_(last if chunk >= ctx else last.clone())  # clone when regions overlap
         return y
+
+    def _conv(self, buf: torch.Tensor) -> torch.Tensor:
+        return _mk._convolution_pointwise(buf, self.weight, self.bias, [0, 0], self.stride, [1, 1], 1, "none", [], "")
 
 
 class _ConvT:
@@ -93,29 +100,90 @@ class _ConvT:
         if self.act:
             x = F.elu(x)
         f, n = x.shape[3], x.shape[2] * self.stride[0]
-        # The bias rides in the op (on every frame); the carry is kept without it.
-        y = _mk._convolution_transpose_pointwise(
+        y = self._full(x)[:, :, :, 1 : 1 + f * self.stride[1]]  # bias included, on every frame
+        y[:, :, : self.ctx] += carry
+        torch.sub(y[:, :, n:], self.bias4, out=carry)  # the carry is kept without the bias
+        return y[:, :, :n]
+
+    def _full(self, x: torch.Tensor) -> torch.Tensor:
+        return _mk._convolution_transpose_pointwise(
             x, self.weight, self.bias, [0, 0], [0, 0], self.stride, [1, 1], 1, "none", [], ""
         )
-        y = y[:, :, :, 1 : 1 + f * self.stride[1]]
-        y[:, :, : self.ctx] += carry
-        torch.sub(y[:, :, n:], self.bias4, out=carry)
-        return y[:, :, :n]
+
+
+def _int8_linear(w2d: torch.Tensor, bias: torch.Tensor | None) -> object:
+    """fbgemm-packed int8 weights (per output channel) for ``quantized.linear_dynamic``."""
+    w2d = w2d.detach().float().contiguous()
+    scale = (w2d.abs().amax(1) / 127.0).clamp(min=1e-12).double()
+    with warnings.catch_warnings():  # torch 2.13 deprecates quantized tensors; fbgemm's packed GEMM still needs one
+        warnings.simplefilter("ignore", UserWarning)
+        wq = torch.quantize_per_channel(w2d, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(wq, None if bias is None else bias.detach().float())
+
+
+def _linear_int8(x: torch.Tensor, packed) -> torch.Tensor:
+    # Activations are quantized per call (per tensor, 7 bits: fbgemm's reduce_range avoids vpmaddubsw overflow).
+    return torch.ops.quantized.linear_dynamic(x, packed, True)
+
+
+class _Conv8(_Conv):
+    """A :class:`CausalConv2d` step as im2col + int8 GEMM (layers with few positions and big weights)."""
+
+    def __init__(self, conv: CausalConv2d, in_shape: tuple[int, ...], dtype: torch.dtype):
+        self.ctx, self.fl, self.act, self.stride = conv.ctx, conv.fpad[0], conv.act, list(conv.stride)
+        self.kernel, self.cout = conv.kernel, conv.cout
+        self.packed = _int8_linear(conv.weight.reshape(conv.cout, -1), conv.bias)
+
+    def _conv(self, buf: torch.Tensor) -> torch.Tensor:
+        b, _, t, f = buf.shape
+        (kt, kf), (st, sf) = self.kernel, self.stride
+        to, fo = (t - kt) // st + 1, (f - kf) // sf + 1
+        cols = F.unfold(buf, self.kernel, stride=self.stride)  # [B, Cin·kT·kF, To·Fo], (c, kt, kf) order
+        y = _linear_int8(cols.transpose(1, 2).reshape(b * to * fo, -1), self.packed)  # [B·To·Fo, Cout]
+        return y.view(b, to, fo, self.cout).permute(0, 3, 1, 2)  # channels-last view
+
+
+class _ConvT8(_ConvT):
+    """A :class:`CausalConvTranspose2d` step as int8 GEMM + col2im (``fold`` sums the overlaps)."""
+
+    def __init__(self, conv: CausalConvTranspose2d, in_shape: tuple[int, ...], dtype: torch.dtype):
+        self.ctx, self.act, self.stride = conv.ctx, conv.act, list(conv.stride)
+        self.kernel = conv.kernel
+        cin, cout, kt, kf = conv.weight.shape
+        self.packed = _int8_linear(conv.weight.permute(1, 2, 3, 0).reshape(cout * kt * kf, cin), None)
+        self.bias = conv.bias.detach().float()
+        self.bias4 = self.bias[:, None, None]
+
+    def _full(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, n, f = x.shape
+        (kt, kf), (st, sf) = self.kernel, self.stride
+        z = _linear_int8(x.permute(0, 2, 3, 1).reshape(b * n * f, -1), self.packed)  # [B·n·F, Cout·kT·kF]
+        cols = z.view(b, n * f, -1).transpose(1, 2)
+        y = F.fold(cols, ((n - 1) * st + kt, (f - 1) * sf + kf), self.kernel, stride=self.stride)
+        return y.add_(self.bias4)
+
+
+def _make_conv(conv: CausalConv2d, in_shape: tuple[int, ...], dtype: torch.dtype, int8: bool) -> _Conv:
+    return _Conv8(conv, in_shape, dtype) if int8 and conv.weight.numel() >= INT8_MIN_WEIGHTS else _Conv(conv, in_shape, dtype)
+
+
+def _make_convt(conv: CausalConvTranspose2d, in_shape: tuple[int, ...], dtype: torch.dtype, int8: bool) -> _ConvT:
+    return (_ConvT8 if int8 and conv.weight.numel() >= INT8_MIN_WEIGHTS else _ConvT)(conv, in_shape, dtype)
 
 
 class _Unit:
     """A packed :class:`UpUnit`: first conv (transposed or 3×3), 3×3, 1×1 shortcut, upsample-add."""
 
-    def __init__(self, unit: UpUnit, batch: int, chunk: int, freq: int, dtype: torch.dtype):
+    def __init__(self, unit: UpUnit, batch: int, chunk: int, freq: int, dtype: torch.dtype, int8: bool = False):
         up = getattr(unit, unit.up_name)
         st, sf = self.stride = unit.stride
         cin = up.cin
         if isinstance(up, CausalConvTranspose2d):
-            self.first: _Conv | _ConvT = _ConvT(up, (batch, cin, chunk, freq), dtype)
+            self.first: _Conv | _ConvT = _make_convt(up, (batch, cin, chunk, freq), dtype, int8)
         else:
-            self.first = _Conv(up, (batch, cin, up.ctx + chunk, freq + sum(up.fpad)), dtype)
+            self.first = _make_conv(up, (batch, cin, up.ctx + chunk, freq + sum(up.fpad)), dtype, int8)
         c2 = unit.conv2d_3x3
-        self.second = _Conv(c2, (batch, c2.cin, c2.ctx + chunk * st, freq * sf + sum(c2.fpad)), dtype)
+        self.second = _make_conv(c2, (batch, c2.cin, c2.ctx + chunk * st, freq * sf + sum(c2.fpad)), dtype, int8)
         self.shortcut = None
         if unit.shortcut_layer is not None:
             s = unit.shortcut_layer.conv1x1
@@ -143,16 +211,21 @@ class _Unit:
 class FastDecoder(nn.Module):
     """The decoder step of :class:`Decoder` on packed weights (see the module docstring)."""
 
-    def __init__(self, decoder: Decoder, batch: int, dtype: torch.dtype):
+    def __init__(self, decoder: Decoder, batch: int, dtype: torch.dtype, int8: bool = False):
         super().__init__()
         self.dtype = dtype
-        self.input_layer = decoder.input_layer  # three linears on one frame: ~1 ms, left as is
+        self.input_layer = decoder.input_layer  # three linears on one frame (34 MB of float32 weights)
+        self.int8_input = None
+        if int8:
+            il = decoder.input_layer
+            self.int8_input = [_int8_linear(m.weight, m.bias) for m in
+                               (il.conv1x1_first, il.shortcut_layer.conv1x1_b1, il.shortcut_layer.conv1x1_b2)]
         self.merged, self.halves = [], []
         chunk, freq = 1, FREQ_IN
         for stages, bsz, out in ((_MERGED_STAGES, batch, self.merged), (_HALF_STAGES, 2 * batch, self.halves)):
             for name, *_ in stages:
                 unit = getattr(decoder, name)
-                out.append(_Unit(unit, bsz, chunk, freq, dtype))
+                out.append(_Unit(unit, bsz, chunk, freq, dtype, int8))
                 chunk, freq = chunk * unit.stride[0], freq * unit.stride[1]
         conv = decoder.output_layer.base_conv_last
         self.out = _Conv(conv, (2 * batch, conv.cin, conv.ctx + chunk, freq + sum(conv.fpad)), dtype)
@@ -165,7 +238,12 @@ class FastDecoder(nn.Module):
     def step(self, emb: torch.Tensor, state) -> torch.Tensor:
         """One frame: [B, 1, D] -> [B, 4, 4, 480] float32; updates ``state`` in place."""
         b = emb.shape[0]
-        x = self.input_layer(emb)  # [B, 1, 5·C]
+        if self.int8_input is None:
+            x = self.input_layer(emb)  # [B, 1, 5·C]
+        else:
+            first, b1, b2 = self.int8_input
+            e = emb.reshape(b, -1)
+            x = _linear_int8(e, first).add_(_linear_int8(F.elu(_linear_int8(e, b1)), b2))
         x = x.reshape(b, 1, FREQ_IN, -1).permute(0, 3, 1, 2).to(self.dtype)  # [B, C, 1, 5], channels-last
         for unit, st in zip(self.merged, state.merged, strict=True):
             x = unit(x, st)
@@ -182,7 +260,7 @@ class FastCodec(nn.Module):
     def __init__(self, codec: SpectroStream, precision: str = "f32", batch: int = 1):
         super().__init__()
         if precision not in PRECISIONS:
-            raise ConfigError(f"codec precision: expected one of f32, bf16, got {precision!r}")
+            raise ConfigError(f"codec precision: expected one of f32, bf16, int8, got {precision!r}")
         dtype = PRECISIONS[precision]
         if dtype == torch.bfloat16 and not bf16_supported():
             raise ConfigError("codec precision bf16: this CPU has no fast bfloat16 convolutions (needs AVX-512 "
@@ -191,7 +269,7 @@ class FastCodec(nn.Module):
             raise ConfigError("prepare_decoder packs weights for oneDNN on the CPU; on a GPU use the codec as is")
         self.codec = codec
         self.precision = precision
-        self.fast = FastDecoder(codec.decoder, batch, dtype)
+        self.fast = FastDecoder(codec.decoder, batch, dtype, int8=precision == "int8")
 
     def __getattr__(self, name: str):
         try:
