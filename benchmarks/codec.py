@@ -1,6 +1,6 @@
 """SpectroStream speed: streaming decode ms per 40 ms frame and encode throughput, as JSON.
 
-    python3 benchmarks/codec.py [--threads 1 2] [--frames 100] [--out results.json]
+    python3 benchmarks/codec.py [--threads 1 2] [--frames 100] [--impls reference fast-f32 fast-bf16] [--out results.json]
 
 For each width (full = the official codec, narrow = ¼ channels) and device (CPU, plus CUDA when
 available) it reports:
@@ -8,7 +8,11 @@ available) it reports:
   after a warm-up, and the real-time factor 40 ms / frame time (higher is better; ≥ 1 keeps up);
 * ``encode_step_ms``: the same for ``encode_step`` (1920 samples in, 12 codes out);
 * ``encode_x_realtime``: whole-sequence ``encode`` of a 10 s clip, audio seconds per wall second.
-Random weights: speed does not depend on the values.
+Random weights: speed does not depend on the values. ``--impls`` picks the decode step:
+``reference`` (SpectroStream.decode_step), ``fast-f32`` / ``fast-bf16`` / ``fast-int8``
+(openmrt.codec.fast.prepare_decoder; bf16 only where the CPU has it). ``--decode-only`` skips the
+encoder. To time this machine as an AVX2-only CPU, run with ``ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` (recorded in the JSON).
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
+import os  # noqa: E402
+
 from openmrt.codec import FRAME_SAMPLES, SpectroStream  # noqa: E402
+from openmrt.codec.fast import bf16_supported, prepare_decoder  # noqa: E402
 from openmrt.config import codec_config  # noqa: E402
 
 FRAME_MS = 1000 * FRAME_SAMPLES / 48000  # 40 ms
@@ -63,12 +70,23 @@ def _time_steps(step, inputs: list, device: torch.device, warmup: int) -> list[f
 
 
 @torch.inference_mode()
-def bench(preset: str, device: torch.device, frames: int, warmup: int) -> dict:
+def bench(preset: str, device: torch.device, frames: int, warmup: int, impls: list[str], encode: bool) -> dict:
     torch.manual_seed(0)
     codec = SpectroStream(codec_config(preset)).eval().to(device)
     codes = torch.randint(0, 1024, (frames + warmup, 1, 12), device=device)
-    state = codec.init_decode_state(1, device=device)
-    dec = _time_steps(lambda c: codec.decode_step(c, state), list(codes), device, warmup)
+    out = {"preset": preset, "width": codec.config.width, "params": sum(p.numel() for p in codec.parameters())}
+    for impl in impls:
+        if impl == "reference":
+            dec = codec
+        elif device.type != "cpu" or (impl == "fast-bf16" and not bf16_supported()):
+            continue
+        else:
+            dec = prepare_decoder(codec, impl.removeprefix("fast-"))
+        state = dec.init_decode_state(1, device=device)
+        ms = _time_steps(lambda c, dec=dec, state=state: dec.decode_step(c, state), list(codes), device, warmup)
+        out["decode_step_ms" if impl == "reference" else f"decode_step_ms_{impl}"] = _stats(ms)
+    if not encode:
+        return out
 
     blocks = 0.1 * torch.randn(frames + warmup, 1, FRAME_SAMPLES, 2, device=device)
     estate = codec.init_encode_state(1, device=device)
@@ -80,36 +98,36 @@ def bench(preset: str, device: torch.device, frames: int, warmup: int) -> dict:
     t = time.perf_counter()
     codec.encode(clip, 12)
     _sync(device)
-    return {
-        "preset": preset,
-        "width": codec.config.width,
-        "params": sum(p.numel() for p in codec.parameters()),
-        "decode_step_ms": _stats(dec),
-        "encode_step_ms": _stats(enc),
-        "encode_x_realtime": round(10.0 / (time.perf_counter() - t), 2),
-    }
+    out["encode_step_ms"] = _stats(enc)
+    out["encode_x_realtime"] = round(10.0 / (time.perf_counter() - t), 2)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU thread counts to try")
     ap.add_argument("--frames", type=int, default=100, help="timed frames per narrow run")
-    ap.add_argument("--full-frames", type=int, default=30, help="timed frames per full-width CPU run")
+    ap.add_argument("--full-frames", type=int, default=50, help="timed frames per full-width CPU run")
+    ap.add_argument("--impls", nargs="+", default=["reference", "fast-f32", "fast-bf16"],
+                    help="decode step implementations: reference fast-f32 fast-bf16 fast-int8")
+    ap.add_argument("--decode-only", action="store_true", help="skip the encoder timings")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--presets", nargs="+", default=["narrow", "spectrostream"])
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
-    results = {"machine": machine(), "frame_ms": FRAME_MS, "runs": []}
+    isa = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+           if k in os.environ}
+    results = {"machine": {**machine(), "isa_caps": isa}, "frame_ms": FRAME_MS, "runs": []}
     for threads in args.threads:
         torch.set_num_threads(threads)
         for preset in args.presets:
             n = args.full_frames if preset == "spectrostream" else args.frames
-            run = bench(preset, torch.device("cpu"), n, args.warmup)
+            run = bench(preset, torch.device("cpu"), n, args.warmup, args.impls, not args.decode_only)
             results["runs"].append({"device": "cpu", "threads": threads, **run})
             print(json.dumps(results["runs"][-1]), file=sys.stderr)
     if torch.cuda.is_available():
         for preset in args.presets:
-            run = bench(preset, torch.device("cuda"), args.frames, args.warmup)
+            run = bench(preset, torch.device("cuda"), args.frames, args.warmup, args.impls, not args.decode_only)
             results["runs"].append({"device": "cuda", **run})
     text = json.dumps(results, indent=1)
     if args.out:

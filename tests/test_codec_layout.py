@@ -14,7 +14,7 @@ from openmrt.codec.convert import convert_official, official_layout, to_official
 from openmrt.codec.quantizer import ResidualVQ
 from openmrt.codec.stft import istft, stft
 from openmrt.config import CodecConfig, codec_config
-from openmrt.errors import CheckpointError, ConfigError
+from openmrt.errors import CheckpointError, ConfigError, DataError
 
 
 def _meta_codec(name: str = "spectrostream") -> SpectroStream:
@@ -164,8 +164,8 @@ def test_rvq_prefix_levels_and_ties():
     assert rvq.decode(codes[..., :0]).abs().max() == 0
     with pytest.raises(ValueError, match="9 RVQ levels"):
         rvq.encode(x, 9)
-    with pytest.raises(ValueError, match="0..15"):
-        rvq.decode(torch.full((1, 2), 16))
+    with pytest.raises(DataError, match="0..15"):  # checked where codes enter, not in decode (no host sync)
+        rvq.check_codes(torch.full((1, 2), 16))
     with torch.no_grad():
         rvq.embedding[0] = 0.0  # every entry ties: the lowest index wins
     assert (rvq.encode(x, 1) == 0).all()

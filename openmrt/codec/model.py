@@ -110,7 +110,9 @@ class SpectroStream(nn.Module):
         """Codes [B, K, L] (any L ≤ num_quantizers) -> raw decoder audio [B, (K − 1)·1920, 2].
 
         The last code frame's audio needs the next frame (lookahead), so K frames give K − 1.
+        Raises DataError for codes outside 0..1023 (checked here, at the boundary, not per step).
         """
+        self.quantizer.check_codes(codes)
         return self.decode_latents(self.quantizer.decode(codes))
 
     # ----------------------------------------------------------------------------------------
@@ -162,5 +164,9 @@ class SpectroStream(nn.Module):
         return istft_step(spec, state.istft, self.synthesis_window)
 
     def decode_step(self, codes: torch.Tensor, state: DecodeStreamState) -> torch.Tensor:
-        """One code frame [B, L] -> raw audio [B, 1920, 2] of the previous code frame."""
+        """One code frame [B, L] -> raw audio [B, 1920, 2] of the previous code frame.
+
+        No value check and no host sync: codes must be valid (``quantizer.check_codes`` where they
+        enter; the LM's tokens always are).
+        """
         return self.decode_latents_step(self.quantizer.decode(codes), state)

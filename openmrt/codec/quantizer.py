@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from openmrt.errors import DataError
+
 
 class ResidualVQ(nn.Module):
     """Args:
@@ -19,6 +21,8 @@ class ResidualVQ(nn.Module):
     def __init__(self, num_quantizers: int = 64, codebook_size: int = 1024, dim: int = 256):
         super().__init__()
         self.embedding = nn.Parameter(torch.randn(num_quantizers, codebook_size, dim) / dim**0.5)
+        # Level ids for the gather, made once (no per-frame arange; moves with the module).
+        self.register_buffer("_level_index", torch.arange(num_quantizers), persistent=False)
 
     @property
     def num_quantizers(self) -> int:
@@ -52,8 +56,27 @@ class ResidualVQ(nn.Module):
             r -= cb[idx]
         return codes.reshape(*shape, levels)
 
+    def check_codes(self, codes: torch.Tensor) -> None:
+        """Raise :class:`DataError` unless ``codes`` [..., L] are integers in 0..K-1 with L ≤ Q.
+
+        Call it where codes enter (files, the CLI, whole-sequence ``decode``): it reads the values
+        back to the host, so the per-frame ``decode`` does not (a CUDA graph cannot sync).
+        """
+        if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
+            raise DataError(f"codes must be integers, got {codes.dtype}")
+        if codes.dim() == 0 or codes.shape[-1] > self.num_quantizers:
+            raise DataError(f"codes must be [..., levels] with at most {self.num_quantizers} levels, "
+                            f"got shape {tuple(codes.shape)}")
+        k = self.embedding.shape[1]
+        if codes.numel() and bool(((codes < 0) | (codes >= k)).any()):
+            raise DataError(f"codes must lie in 0..{k - 1} (codec codes, not the LM's unique token ids: "
+                            f"convert those with openmrt.tokens.from_unique)")
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Sum of the supplied levels' entries; missing levels contribute 0.
+
+        No value check and no host sync (fixed shapes, any batch): validate codes where they enter
+        with :meth:`check_codes`. Out-of-range codes index out of bounds.
 
         Args:
             codes: [..., L] integer codes, L ≤ Q.
@@ -66,7 +89,5 @@ class ResidualVQ(nn.Module):
         if levels == 0:
             return emb.new_zeros(*codes.shape[:-1], emb.shape[-1])
         flat = codes.reshape(-1, levels).long()
-        if flat.numel() and (flat.min() < 0 or flat.max() >= emb.shape[1]):
-            raise ValueError(f"codes must lie in 0..{emb.shape[1] - 1}")
-        picked = emb[torch.arange(levels, device=codes.device), flat]  # [M, L, D]
+        picked = emb[self._level_index[:levels], flat]  # [M, L, D]
         return picked.sum(1).reshape(*codes.shape[:-1], emb.shape[-1])

@@ -14,15 +14,18 @@ def render(stream: FrameStream, num_samples: int, cond_for_frame: Callable[[int]
            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Generate exactly ``num_samples`` stereo samples from a fresh or prefilled stream.
 
-    ``cond_for_frame(t)`` gives frame t's raw conditioning. The codec's one-frame latency is
-    absorbed: frame t's audio arrives with step t + 1, so the silent first step is dropped and
-    one extra step is run. Returns (audio [num_samples, 2] float32, tokens [T, 12]).
+    ``cond_for_frame(t)`` gives frame t's raw conditioning. The stream's latency is absorbed:
+    frame t's audio arrives with step t + ``stream.latency_frames`` (1, or 2 when pipelined), so
+    the first silent steps are dropped and as many extra steps are run (the stream's own thread
+    choice, ``FrameStream(threads=, pipeline=)``, decides how many cores it uses).
+    Returns (audio [num_samples, 2] float32, tokens [T, 12]).
     """
     frames = -(-num_samples // FRAME)
+    lag = stream.latency_frames
     audio, tokens = [], []
-    for t in tqdm(range(frames + 1), desc="generating", unit="frame", disable=not progress):
+    for t in tqdm(range(frames + lag), desc="generating", unit="frame", disable=not progress):
         a, tok = stream.step(cond_for_frame(min(t, frames - 1)))
-        if t > 0:
+        if t >= lag:
             audio.append(a)
         if t < frames:
             tokens.append(tok)
