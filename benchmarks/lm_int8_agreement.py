@@ -32,6 +32,8 @@ from openmrt.config import lm_config  # noqa: E402
 from openmrt.lm.convert import load_official  # noqa: E402
 from openmrt.lm.generate import LMGenerator  # noqa: E402
 from openmrt.lm.model import Depthformer  # noqa: E402
+from openmrt.lm.packed import linears, pack  # noqa: E402
+from openmrt.lm.quant import has_vnni  # noqa: E402
 
 STARTS = np.array([tk.level_slice(q).start for q in range(12)])
 
@@ -84,9 +86,16 @@ def main() -> None:
     bf16 = Depthformer(lm_config("mrt2_small"))
     bf16.load_state_dict(f32.state_dict())
     bf16 = bf16.to(torch.bfloat16).eval()
+    int8 = pack(f32, int8=True)
+    settings = [("float32", f32, None), ("bfloat16", bf16, None), ("int8", f32, int8)]
+    if has_vnni():  # also what a CPU without VNNI gets: 7-bit activations
+        int8_7 = pack(f32, int8=True)
+        for lin in linears(int8_7):
+            lin.reduce_range = True
+        settings.append(("int8_7bit_activations", f32, int8_7))
     rows = []
-    for name, model, kw in (("float32", f32, {}), ("bfloat16", bf16, {}), ("int8", f32, {"int8": True})):
-        gen = LMGenerator(model, temperature=0.0, **kw)
+    for name, model, packed in settings:
+        gen = LMGenerator(model, temperature=0.0, packed=packed)
         row = {"setting": name, **agreement(gen, d)}
         gen.reset()
         row["time"] = frame_times(gen, d, args.frames)
@@ -94,7 +103,7 @@ def main() -> None:
               f"  finite {row['all_finite']}  p50 {row['time']['p50_ms']} p99 {row['time']['p99_ms']} ms/frame",
               flush=True)
         rows.append(row)
-    write({"benchmark": "lm_int8_agreement", "model": "mrt2_small (seeded golden weights)",
+    write({"benchmark": "lm_int8_agreement", "model": "mrt2_small (seeded golden weights)", "cpu_vnni": has_vnni(),
            "golden": "seeded/lm_long48_greedy.npz, teacher-forced", "machine": machine(), "rows": rows}, args.out)
 
 

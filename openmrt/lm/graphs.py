@@ -42,3 +42,21 @@ class StepGraph:
 
     def replay(self) -> None:
         self.graph.replay()
+
+
+@torch.inference_mode()
+def graph_vs_eager(model, cond: torch.Tensor, seed: int = 0, temperature: float = 1.3, top_k: int = 40,
+                   guidance: dict[str, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same stream through the eager step and the captured graph (a GPU self-check):
+    cond [T, 144] model tokens -> (eager tokens, graph tokens), each [T, 12] on the host. Both use
+    the generator's hashed noise for ``seed``, so they must agree token for token."""
+    from openmrt.lm.generate import LMGenerator
+    from openmrt.lm.packed import pack
+
+    packed = pack(model)
+    out = []
+    for graph in (False, True):
+        gen = LMGenerator(model, guidance=guidance, temperature=temperature, top_k=top_k, seed=seed,
+                          cuda_graph=graph, packed=packed)
+        out.append(torch.stack([gen.step(cond[t : t + 1])[0] for t in range(cond.shape[0])]).cpu())
+    return out[0], out[1]

@@ -130,3 +130,13 @@ def pack(model: Depthformer, int8: bool = False) -> PackedLM:
     heads = [lin(Dense(w[q], b[q])) for q in range(n)]
     return PackedLM(model, temporal, cross_kv, lin(Dense(model.depth_adapter.weight.detach())),
                     table.to(p.dtype), depth, model.final_norm, heads, int8)
+
+
+def linears(packed: PackedLM) -> list[Dense | Int8Dense]:
+    """Every matmul of the packed weights (to check or tune them all)."""
+    out = [packed.cross_kv, packed.depth_adapter, *packed.heads]
+    for layer in [*packed.temporal, *packed.depth]:
+        for part in (getattr(layer, "self_attn", None), getattr(layer, "cross_attn", None), layer.ffn):
+            if part is not None:
+                out += [x for x in vars(part).values() if isinstance(x, (Dense, Int8Dense))]
+    return out
