@@ -133,6 +133,13 @@ def test_controls_change_without_rebuilding(tiny):
     out = gen.step(cond, trace=tr)
     greedy = torch.stack([lg[0, 0].argmax() + tk.level_slice(q).start for q, lg in enumerate(tr["logits"])])
     assert torch.equal(out[0], greedy)
+    guided = LMGenerator(tiny, guidance={"musiccoca": 3.0, "notes": 1.0}, temperature=0.0)
+    guided.guidance = [0.0, 0.0]  # no mixing: the sampled logits are the positive row's
+    tr = {}
+    guided.step(cond, trace=tr)
+    assert all(torch.equal(g, lg[:, 0]) for g, lg in zip(tr["guided"], tr["logits"], strict=True))
+    with pytest.raises(ControlError):
+        guided.guidance = [1.0]
     with pytest.raises(ControlError):
         gen.temperature = float("nan")
     with pytest.raises(ControlError):

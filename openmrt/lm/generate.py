@@ -123,9 +123,7 @@ class LMGenerator:
         with torch.no_grad():  # normal tensors: controls are written outside inference mode too
             self.core = FrameStep(packed if packed is not None else pack(model, int8), batch_size,
                                   self.guidance_keys)
-            if self.guidance_keys:
-                self.core.cfg.copy_(torch.tensor([[float(guidance[k]) for k in self.guidance_keys]]))
-        self.guidance = [float(guidance[k]) for k in self.guidance_keys] if guidance else []
+        self.guidance = [guidance[k] for k in self.guidance_keys]
         self.temperature, self.top_k = temperature, top_k
         self.seed = seed
         self._set_seeds(seed)
@@ -137,6 +135,20 @@ class LMGenerator:
     @property
     def state(self) -> GenState:
         return self.core.state
+
+    @property
+    def guidance(self) -> list[float]:
+        """Batched-CFG scales in ``guidance_keys`` order (settable between frames)."""
+        return list(self._guidance)
+
+    @guidance.setter
+    def guidance(self, scales: list[float]) -> None:
+        scales = [float(s) for s in scales]
+        if len(scales) != len(self.guidance_keys) or not all(math.isfinite(s) for s in scales):
+            raise ControlError(f"guidance: {len(self.guidance_keys)} finite scales for {self.guidance_keys}, got {scales}")
+        self._guidance = scales
+        if scales:
+            self.core.cfg.copy_(torch.tensor([scales]))
 
     @property
     def temperature(self) -> float:
