@@ -33,7 +33,7 @@ from openmrt.lm.convert import load_official  # noqa: E402
 from openmrt.lm.generate import LMGenerator  # noqa: E402
 from openmrt.lm.model import Depthformer  # noqa: E402
 from openmrt.lm.packed import linears, pack  # noqa: E402
-from openmrt.lm.quant import has_vnni  # noqa: E402
+from openmrt.lm.quant import Int8Dense, has_vnni  # noqa: E402
 
 STARTS = np.array([tk.level_slice(q).start for q in range(12)])
 
@@ -91,7 +91,8 @@ def main() -> None:
     if has_vnni():  # also what a CPU without VNNI gets: 7-bit activations
         int8_7 = pack(f32, int8=True)
         for lin in linears(int8_7):
-            lin.reduce_range = True
+            if isinstance(lin, Int8Dense):
+                lin.reduce_range = True
         settings.append(("int8_7bit_activations", f32, int8_7))
     rows = []
     for name, model, packed in settings:

@@ -33,10 +33,13 @@ def test_int8_greedy_agreement_on_the_tiny_golden(tiny, golden_dir, scenario, re
     d = np.load(golden_dir / f"{scenario}.npz")
     gen = make_generator(tiny, "int8", temperature=0.0)
     lins = linears(gen.core.packed)
-    assert len(lins) == 2 + 12 + 2 * 6 + 2 * 4 and all(isinstance(x, Int8Dense) for x in lins)  # heads too
+    assert len(lins) == 2 + 12 + 2 * 6 + 2 * 4
+    assert sum(isinstance(x, Int8Dense) for x in lins) == len(lins) - 1  # all but the depth adapter
+    assert all(isinstance(h, Int8Dense) for h in gen.core.packed.heads)
     if reduce_range:  # what a CPU without VNNI runs (7-bit activations)
         for x in lins:
-            x.reduce_range = True
+            if isinstance(x, Int8Dense):
+                x.reduce_range = True
     ours, ref = [], d["depth_logits_capped_valid"].reshape(-1, 12, 1024)
     for t in range(ref.shape[0]):
         tr: dict = {}
@@ -45,7 +48,7 @@ def test_int8_greedy_agreement_on_the_tiny_golden(tiny, golden_dir, scenario, re
     ours = np.stack(ours)
     assert np.isfinite(ours).all()
     err = float(np.abs(ours - ref).max())
-    # Observed 0.91 / 0.97 with 8-bit activations, 1.58 / 1.63 with 7-bit (logits span +-30):
+    # Observed 0.93 / 0.84 with 8-bit activations, 1.50 / 1.65 with 7-bit (logits span +-30):
     # per-tensor dynamic activations on 96-128 wide layers.
     assert err <= 2.5, err
     agree = ours.argmax(-1) == ref.argmax(-1)
@@ -54,7 +57,7 @@ def test_int8_greedy_agreement_on_the_tiny_golden(tiny, golden_dir, scenario, re
     top2 = np.sort(ref, -1)[..., -2:]
     safe = top2[..., 1] - top2[..., 0] > 2 * err
     assert agree[safe].all()
-    # Overall: observed 139-140/144 (8-bit activations) and 133-136/144 (7-bit); the misses are
+    # Overall: observed 139-140/144 (8-bit activations) and 135-138/144 (7-bit); the misses are
     # near-ties of the golden logits.
     assert agree.mean() >= 0.85, agree.mean()
 

@@ -8,19 +8,24 @@ Guidance runs two ways (shared/spec/mrt2_lm.md §10): always as CFG-scale condit
 (channels 141..143, the caller's conditioning), and optionally as batched logit mixing with
 extra rows per stream ``[positive, style masked, notes masked]`` (``guidance`` scales).
 
-Settings (how fast code is built; the tokens are the same up to float rounding):
+Settings (``SETTINGS``; the model is used on its own device and dtype, so move the bundle first):
 
 * ``"eager"``: fused inference weights, eager PyTorch; any device and dtype.
-* ``"int8"``: int8 weights for every matmul of the temporal and depth transformers and the 12
-  logit heads (CPU, float32 model); greedy agreement with float32 in benchmarks/lm_int8_agreement.py.
-* ``"graphs"``: the whole frame (temporal step + 12-level depth loop with sampling) as one CUDA
-  graph, replayed per frame (CUDA only; on the CPU a ConfigError).
+* ``"graphs"``: the same code with the whole frame (temporal step + 12-level depth loop with
+  sampling) captured as one CUDA graph and replayed per frame: the same tokens as "eager" on the
+  same device and dtype (``graphs.graph_vs_eager`` checks it). CUDA only; on the CPU a ConfigError.
+* ``"int8"``: int8 weights for the temporal and depth transformers and the 12 logit heads (CPU,
+  float32 model): an approximation, 95 % greedy agreement with the float golden on mrt2_small
+  (benchmarks/lm_int8_agreement.py).
 
 The API the benchmarks and the engine use::
 
-    gen = make_generator(bundle.lm, "graphs", temperature=1.3, top_k=40, seed=0)   # or LMGenerator(...)
+    bundle.to("cuda", torch.bfloat16)                       # or stay on the CPU in float32
+    gen = make_generator(bundle.lm, best_setting(device), temperature=1.3, top_k=40, seed=0)
     toks = gen.step(cond)            # cond [B, 144] model tokens -> [B, 12] token ids on the device
-    players = Players(bundle.lm, capacity=64, cuda_graph=True)                    # openmrt/engine/players.py
+    gen.temperature, gen.top_k, gen.guidance = 1.1, 30, [...]   # between frames, never recaptures
+    players = Players(bundle.lm, capacity=64, cuda_graph=True)  # openmrt/engine/players.py
+    slot = players.join(seed=1, temperature=1.3, top_k=40); toks = players.step(cond_for_all_slots)
 
 Noise: each stream draws Gumbel noise from a counter-based hash of (seed, frame, level, index)
 (``sampling.hashed_gumbel``), so a stream's tokens depend only on its own seed and inputs, never
@@ -239,6 +244,11 @@ class LMGenerator:
             raise CheckpointError(f"stream state {path} does not fit (saved by another openmrt version?): {e}") from e
 
 
+def best_setting(device: torch.device | str) -> str:
+    """openmrt's fastest LM setting on a device: CUDA graphs on a GPU, int8 on the CPU."""
+    return "graphs" if torch.device(device).type == "cuda" else "int8"
+
+
 def make_generator(model: Depthformer, setting: str = "eager", **kwargs) -> LMGenerator:
     """An ``LMGenerator`` for ``setting`` in ``SETTINGS`` ("eager", "int8" on the CPU, "graphs" on CUDA)."""
     if setting not in SETTINGS:
@@ -246,4 +256,4 @@ def make_generator(model: Depthformer, setting: str = "eager", **kwargs) -> LMGe
     return LMGenerator(model, int8=setting == "int8", cuda_graph=setting == "graphs", **kwargs)
 
 
-__all__ = ["LMGenerator", "GenState", "make_generator", "negative_rows", "SETTINGS"]
+__all__ = ["LMGenerator", "GenState", "SETTINGS", "best_setting", "make_generator", "negative_rows"]
