@@ -13,7 +13,7 @@ from openmrt import tokens as tk
 from openmrt.config import lm_config
 from openmrt.errors import ConfigError, ControlError
 from openmrt.lm.convert import load_official
-from openmrt.lm.generate import LMGenerator, make_generator
+from openmrt.lm.generate import LMGenerator, best_setting, make_generator
 from openmrt.lm.model import Depthformer
 from openmrt.lm.sampling import cfg_mix, hashed_gumbel, mix32, noise_index, sample
 from openmrt.lm.step import negative_rows
@@ -153,3 +153,4 @@ def test_graphs_setting_is_refused_on_the_cpu(tiny):
         make_generator(tiny, "graphs")
     with pytest.raises(ConfigError, match="setting"):
         make_generator(tiny, "fast")
+    assert best_setting("cpu") == "int8" and best_setting(torch.device("cuda", 0)) == "graphs"
