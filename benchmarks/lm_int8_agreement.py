@@ -100,8 +100,9 @@ def main() -> None:
         row = {"setting": name, **agreement(gen, d)}
         gen.reset()
         row["time"] = frame_times(gen, d, args.frames)
-        print(f"{name:9s} greedy {row['agreeing']}/{row['decisions']}  logit err L0-1 {row['max_abs_logit_err_levels01']}"
-              f"  finite {row['all_finite']}  p50 {row['time']['p50_ms']} p99 {row['time']['p99_ms']} ms/frame",
+        print(f"{name:9s} greedy {row['agreeing']}/{row['decisions']}  "
+              f"logit err L0-1 {row['max_abs_logit_err_levels01']}  finite {row['all_finite']}  "
+              f"p50 {row['time']['p50_ms']} p99 {row['time']['p99_ms']} ms/frame",
               flush=True)
         rows.append(row)
     write({"benchmark": "lm_int8_agreement", "model": "mrt2_small (seeded golden weights)", "cpu_vnni": has_vnni(),

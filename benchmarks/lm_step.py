@@ -1,6 +1,7 @@
 """LM frame time: temporal step + 12 depth steps + sampling, per 40 ms frame.
 
-    python benchmarks/lm_step.py [--sizes tiny demo mrt2_small] [--dtypes float32 bfloat16 int8] [--frames 100] [--out benchmarks/results/lm_step.json]
+    python benchmarks/lm_step.py [--sizes tiny demo mrt2_small] [--dtypes float32 bfloat16 int8]
+                                 [--frames 100] [--out benchmarks/results/lm_step.json]
 
 Random weights (speed does not depend on their values). Reports p50/p95/p99 ms per frame after
 warm-up and the real-time factor (40 ms / frame time, higher is better).

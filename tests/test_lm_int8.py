@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from openmrt import tokens as tk
 from openmrt.config import lm_config
 from openmrt.errors import ConfigError
 from openmrt.lm.convert import load_official

@@ -29,8 +29,8 @@ def model():
 
 def conds(slot: int, frames: int = FRAMES) -> torch.Tensor:
     g = np.random.default_rng(100 + slot)
-    raw = [tk.make_conditioning(style=g.integers(0, 1024, 12), notes=g.integers(-1, 3, 128), drums=int(g.integers(-1, 2)))
-           for _ in range(frames)]
+    raw = [tk.make_conditioning(style=g.integers(0, 1024, 12), notes=g.integers(-1, 3, 128),
+                                drums=int(g.integers(-1, 2))) for _ in range(frames)]
     return tk.encode_conditioning(np.stack(raw))
 
 

@@ -150,7 +150,8 @@ class LMGenerator:
     def guidance(self, scales: list[float]) -> None:
         scales = [float(s) for s in scales]
         if len(scales) != len(self.guidance_keys) or not all(math.isfinite(s) for s in scales):
-            raise ControlError(f"guidance: {len(self.guidance_keys)} finite scales for {self.guidance_keys}, got {scales}")
+            raise ControlError(f"guidance: {len(self.guidance_keys)} finite scales for {self.guidance_keys}, "
+                               f"got {scales}")
         self._guidance = scales
         if scales:
             self.core.cfg.copy_(torch.tensor([scales]))

@@ -154,7 +154,7 @@ class FrameStep:
         cache.view(-1, cache.shape[-1]).index_copy_(0, index, x.reshape(-1, x.shape[-1]))
 
     def _self_attention(self, pa: PackedAttention, x, k_cache, v_cache, index, mask) -> torch.Tensor:
-        r, (h, s, dh) = x.shape[0], k_cache.shape[1:]
+        r, h, dh = x.shape[0], k_cache.shape[1], k_cache.shape[-1]
         y = pa.pre_norm(x)
         qkv = pa.qkv(y).view(r, 3, h, dh)
         self._write(k_cache, index, qkv[:, 1])
