@@ -153,4 +153,5 @@ def test_graphs_setting_is_refused_on_the_cpu(tiny):
         make_generator(tiny, "graphs")
     with pytest.raises(ConfigError, match="setting"):
         make_generator(tiny, "fast")
-    assert best_setting("cpu") == "int8" and best_setting(torch.device("cuda", 0)) == "graphs"
+    assert best_setting("cpu") == "int8" and best_setting(torch.device("cuda", 0), tiny) == "graphs"
+    assert best_setting("cpu", tiny) == "eager"

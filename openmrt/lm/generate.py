@@ -21,7 +21,7 @@ Settings (``SETTINGS``; the model is used on its own device and dtype, so move t
 The API the benchmarks and the engine use::
 
     bundle.to("cuda", torch.bfloat16)                       # or stay on the CPU in float32
-    gen = make_generator(bundle.lm, best_setting(device), temperature=1.3, top_k=40, seed=0)
+    gen = make_generator(bundle.lm, best_setting(device, bundle.lm), temperature=1.3, top_k=40, seed=0)
     toks = gen.step(cond)            # cond [B, 144] model tokens -> [B, 12] token ids on the device
     gen.temperature, gen.top_k, gen.guidance = 1.1, 30, [...]   # between frames, never recaptures
     players = Players(bundle.lm, capacity=64, cuda_graph=True)  # openmrt/engine/players.py
@@ -245,9 +245,13 @@ class LMGenerator:
             raise CheckpointError(f"stream state {path} does not fit (saved by another openmrt version?): {e}") from e
 
 
-def best_setting(device: torch.device | str) -> str:
-    """openmrt's fastest LM setting on a device: CUDA graphs on a GPU, int8 on the CPU."""
-    return "graphs" if torch.device(device).type == "cuda" else "int8"
+def best_setting(device: torch.device | str, model: Depthformer | None = None) -> str:
+    """openmrt's fastest LM setting on a device: CUDA graphs on a GPU; on the CPU int8, except for
+    models as narrow as tiny and demo (width <= 256), where int8's per-call activation quantisation
+    costs more than it saves (benchmarks/lm_step.py)."""
+    if torch.device(device).type == "cuda":
+        return "graphs"
+    return "eager" if model is not None and model.cfg.temporal.dim <= 256 else "int8"
 
 
 def make_generator(model: Depthformer, setting: str = "eager", **kwargs) -> LMGenerator:
