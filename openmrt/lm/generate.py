@@ -247,11 +247,11 @@ class LMGenerator:
 
 def best_setting(device: torch.device | str, model: Depthformer | None = None) -> str:
     """openmrt's fastest LM setting on a device: CUDA graphs on a GPU; on the CPU int8, except for
-    models as narrow as tiny and demo (width <= 256), where int8's per-call activation quantisation
-    costs more than it saves (benchmarks/lm_step.py)."""
+    models narrower than demo (tiny, width 128: int8 took 1.17x the float32 frame time there; demo
+    0.95x, mrt2_small 0.46x; 1 thread, paired frames, benchmarks/results/lm_step_before_after.json)."""
     if torch.device(device).type == "cuda":
         return "graphs"
-    return "eager" if model is not None and model.cfg.temporal.dim <= 256 else "int8"
+    return "eager" if model is not None and model.cfg.temporal.dim < 256 else "int8"
 
 
 def make_generator(model: Depthformer, setting: str = "eager", **kwargs) -> LMGenerator:
