@@ -1,7 +1,9 @@
 """Inference weights for the frame step, built once from a Depthformer's parameters.
 
 The module's parameters keep their names and shapes (checkpoint conversion and training depend
-on them); this is a second, read-only view for generation with fewer, larger kernels:
+on them); this is a second, read-only view for generation with fewer, larger kernels. It is a
+snapshot (the fused copies, the sinks in the caches): after changing the model's weights (a LoRA
+merge, a new checkpoint) build a new generator.
 
 * self-attention Q, K, V fused into one [3 * H * dh, D] projection per layer;
 * cross-attention K, V of every temporal layer fused into one projection of the conditioning
