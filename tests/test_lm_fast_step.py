@@ -4,6 +4,8 @@ token with the golden Gumbel noise injected, and its graph-safety properties on 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from openmrt.config import lm_config
 from openmrt.errors import ConfigError, ControlError
 from openmrt.lm.convert import load_official
 from openmrt.lm.generate import LMGenerator, best_setting, make_generator
+from openmrt.lm.lora import apply_lora
 from openmrt.lm.model import Depthformer
 from openmrt.lm.sampling import cfg_mix, hashed_gumbel, mix32, noise_index, sample
 from openmrt.lm.step import negative_rows
@@ -155,3 +158,5 @@ def test_graphs_setting_is_refused_on_the_cpu(tiny):
         make_generator(tiny, "fast")
     assert best_setting("cpu") == "int8" and best_setting(torch.device("cuda", 0), tiny) == "graphs"
     assert best_setting("cpu", tiny) == "eager"
+    with pytest.raises(ConfigError, match="merge_lora"):
+        LMGenerator(apply_lora(copy.deepcopy(tiny)))

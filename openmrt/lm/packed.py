@@ -33,6 +33,7 @@ from openmrt import tokens as tk
 from openmrt.errors import ConfigError
 from openmrt.lm.attention import R_SOFTPLUS_0, Attention
 from openmrt.lm.layers import FFN, LayerNorm, RMSNorm
+from openmrt.lm.lora import LoRALinear
 from openmrt.lm.model import Depthformer
 from openmrt.lm.quant import Dense, Int8Dense
 
@@ -117,6 +118,8 @@ def pack(model: Depthformer, int8: bool = False) -> PackedLM:
     p = next(model.parameters())
     if int8 and (p.device.type != "cpu" or p.dtype != torch.float32):
         raise ConfigError(f"int8 weights need a float32 model on the CPU, got {p.dtype} on {p.device}")
+    if any(isinstance(mod, LoRALinear) for mod in model.modules()):
+        raise ConfigError("the model has unmerged LoRA adapters: merge them first (openmrt.lm.lora.merge_lora)")
     lin = Int8Dense if int8 else (lambda d: d)
     cfg = model.cfg
     temporal = [
