@@ -1,6 +1,7 @@
 """LM frame time: temporal step + 12 depth steps + sampling, per 40 ms frame.
 
-    python benchmarks/lm_step.py [--sizes tiny demo mrt2_small] [--frames 100] [--out benchmarks/results/lm_step.json]
+    python benchmarks/lm_step.py [--sizes tiny demo mrt2_small] [--dtypes float32 bfloat16 int8]
+                                 [--frames 100] [--out benchmarks/results/lm_step.json]
 
 Random weights (speed does not depend on their values). Reports p50/p95/p99 ms per frame after
 warm-up and the real-time factor (40 ms / frame time, higher is better).
@@ -23,21 +24,24 @@ from openmrt.lm.generate import LMGenerator  # noqa: E402
 from openmrt.lm.model import Depthformer  # noqa: E402
 
 
-def bench(size: str, dtype: torch.dtype, device: torch.device, frames: int, warmup: int) -> dict:
+def bench(size: str, dt: str, device: torch.device, frames: int, warmup: int) -> dict:
     torch.manual_seed(0)
+    int8 = dt == "int8"  # int8 weights of a float32 model (CPU only)
+    dtype = torch.float32 if int8 else getattr(torch, dt)
     model = Depthformer(lm_config(size)).to(device=device, dtype=dtype).eval()
-    gen = LMGenerator(model, temperature=1.3, top_k=40)
+    gen = LMGenerator(model, temperature=1.3, top_k=40, int8=int8)
     cond = tk.encode_conditioning(tk.make_conditioning(style=list(range(12)), notes=[0] * 128, drums=1))[None]
     for _ in range(warmup):
         gen.step(cond)
     ms = [timed(lambda: gen.step(cond), device) for _ in range(frames)]
-    return {"size": size, "dtype": str(dtype).replace("torch.", ""), "device": device.type, **summarize(ms)}
+    return {"size": size, "dtype": dt, "device": device.type, **summarize(ms)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["tiny", "demo", "mrt2_small"])
-    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "int8"],
+                    help="float32, bfloat16, int8 (int8 weights, CPU only)")
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -50,7 +54,9 @@ def main() -> None:
     for device in devices:
         for size in args.sizes:
             for dt in args.dtypes:
-                r = bench(size, getattr(torch, dt), device, args.frames, args.warmup)
+                if dt == "int8" and device.type != "cpu":
+                    continue
+                r = bench(size, dt, device, args.frames, args.warmup)
                 print(f"{r['device']:4s} {r['size']:10s} {r['dtype']:8s} p50 {r['p50_ms']:8.2f}  "
                       f"p95 {r['p95_ms']:8.2f}  "
                       f"p99 {r['p99_ms']:8.2f} ms/frame  RTF {r['rtf_p50']}")
