@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import FRAME_MS, frame_stats, loadavg, machine  # noqa: E402
+from common import FRAME_MS, frame_stats, loadavg, machine, run_group  # noqa: E402
 
 from openmrt import tokens as tk  # noqa: E402
 from openmrt.device import free_cores, resolve_device, resolve_dtype  # noqa: E402
@@ -57,9 +57,18 @@ class Unavailable(RuntimeError):
 # Weights
 
 
+def shared_dir(what: str) -> Path | None:
+    """shared/WHAT: $OPENMRT_SHARED, else the nearest shared/ in or above the repository."""
+    env = os.environ.get("OPENMRT_SHARED")
+    for base in ([Path(env)] if env else []) + [d / "shared" for d in (ROOT, *ROOT.parents)]:
+        if (base / what).exists():
+            return base / what
+    return None
+
+
 def golden_dir(given: str | None = None) -> Path | None:
-    """shared/golden: --golden, $OPENMRT_GOLDEN, ./shared/golden or ../shared/golden (None: not found)."""
-    for cand in (given, os.environ.get("OPENMRT_GOLDEN"), ROOT / "shared" / "golden", ROOT.parent / "shared" / "golden"):
+    """shared/golden with the seeded files: --golden, $OPENMRT_GOLDEN or shared_dir (None: not found)."""
+    for cand in (given, os.environ.get("OPENMRT_GOLDEN"), shared_dir("golden")):
         if cand and (Path(cand) / "seeded" / "lm_param_keys.txt").is_file():
             return Path(cand)
     return None
@@ -185,6 +194,12 @@ def _pipeline(bundle, streams, seed):
     raise Unavailable("FrameStream(pipeline=True) (wcodec) is not on this branch yet")
 
 
+def graph_lm(model, device):
+    """wlm's graph-safe LM step (CUDA-graph captured on CUDA, plain on the CPU) as an object with
+    ``step(cond [B, 144], gumbel [B, 12, 1024]) -> tokens [B, 12]``, for the token check."""
+    raise Unavailable("graph-safe LM step (wlm) is not on this branch yet")
+
+
 SETTINGS = {  # name -> (what one frame runs, builder(bundle, streams, seed))
     "eager": ("LMGenerator.step + SpectroStream.decode_step (main)", _eager),
     "graphs": ("CUDA graphs: LM step with the depth loop, codec decode step (wlm)", _graphs),
@@ -230,7 +245,10 @@ def worker(cfg: dict) -> dict:
     t0 = time.perf_counter()
     bundle, weights = build_bundle(cfg["model"], device, dtype, cfg["weights"],
                                    Path(cfg["golden"]) if cfg.get("golden") else None, cfg["seed"])
-    step = SETTINGS[cfg["setting"]][1](bundle, cfg["streams"], cfg["seed"])
+    try:
+        step = SETTINGS[cfg["setting"]][1](bundle, cfg["streams"], cfg["seed"])
+    except Unavailable as e:
+        return {"unavailable": str(e)}
     setup_s = time.perf_counter() - t0
     la0 = loadavg()
     res = time_frames(step, device, cfg["warmup"], cfg["frames"])
@@ -249,7 +267,7 @@ def worker(cfg: dict) -> dict:
 def _run(cmd: list[str], env: dict, timeout: float) -> str | None:
     """Runs a subprocess; None when it succeeded, else the error (its stderr's tail)."""
     try:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        p = run_group(cmd, timeout, env)
     except subprocess.TimeoutExpired:
         return f"timed out after {timeout:.0f} s"
     if p.returncode:
@@ -271,7 +289,8 @@ def run_openmrt(cfg: dict, timeout: float) -> dict:
         err = _run(cmd, _thread_env(cfg["threads"]), timeout)
         if err:
             return {"error": err}
-        return json.loads(out.read_text())
+        res = json.loads(out.read_text())
+        return {"error": res["unavailable"], "unavailable": True} if "unavailable" in res else res
 
 
 PEER_PART = {"system": "frame", "lm": "lm", "codec": "codec"}
@@ -343,7 +362,8 @@ def pooled_rows(confs: list[dict], results: list[list[dict]]) -> list[dict]:
         ok = [r for r in rounds if "error" not in r]
         errors = [r["error"] for r in rounds if "error" in r]
         if not ok:
-            rows.append({**base, "frames": 0, "error": errors[0] if errors else "not run"})
+            rows.append({**base, "frames": 0, "error": errors[0] if errors else "not run",
+                         **({"unavailable": True} if rounds and all(r.get("unavailable") for r in rounds) else {})})
             continue
         info = {"rounds": [{"frames": len(r["frames_ms"]), "p50_ms": round(float(np.median(r["frames_ms"])), 3),
                             "busy_cores": r.get("busy_cores"), "loadavg_start": r.get("loadavg_start"),
@@ -430,7 +450,7 @@ def parse_args(argv=None):
     ap.add_argument("--weights", choices=["auto", "seeded", "random"], default="auto")
     ap.add_argument("--golden", default=None, help="shared/golden (default: $OPENMRT_GOLDEN or ../shared/golden)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--peer-dir", default=str(ROOT.parent / "shared" / "peers" / "official_jax"))
+    ap.add_argument("--peer-dir", default=None, help="default: shared/peers/official_jax")
     ap.add_argument("--peer-python", default=None, help="the peer venv's python (default: from its setup.sh)")
     ap.add_argument("--peer-settings", nargs="+", default=["f32"],
                     help="peer LM dtype[xTHREADS]: f32 | bf16, e.g. f32 bf16 f32x1 (default f32 at --threads)")
@@ -447,6 +467,10 @@ def parse_args(argv=None):
         ap.error("--peer official runs the official code's mrt2_small on the CPU: use --model mrt2_small --device cpu")
     if args.streams < 1 or args.frames < 1 or args.warmup < 0:
         ap.error("--streams and --frames must be >= 1, --warmup >= 0")
+    if args.peer:
+        args.peer_dir = args.peer_dir or str(shared_dir("peers/official_jax") or "")
+        if not (Path(args.peer_dir) / "bench.py").is_file():
+            ap.error("the official peer (shared/peers/official_jax) is not found: pass --peer-dir")
     args.threads = args.threads or [free_cores()]
     args.rounds = args.rounds or (2 if args.peer else 1)
     return args
