@@ -24,6 +24,7 @@ benchmark peer, never imported) in the same rounds, on the same seeded weights.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -140,23 +141,18 @@ def conditioning(streams: int, device: torch.device) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Settings: what one timed frame runs. Each builder returns a callable (one frame for every
-# stream, audio copied to the host) with a ``parts`` dict of the last frame's part times (ms).
+# Settings: what one timed frame runs, named LM[+CODEC] (e.g. "graphs", "int8+fast-bf16").
 
 
-class EagerFrames:
-    """main's per-frame computation (FrameStream.step), batched over N streams: LMGenerator.step
-    (temporal step, 12 sampled depth levels), SpectroStream.decode_step, the official int16 output
-    stage, one copy to the host."""
+class Frames:
+    """One frame for every stream: the LM step with sampling, the codec decode step, the official
+    int16 output stage and one copy of the audio to the host (FrameStream.step's computation,
+    batched over N streams). ``parts`` holds the last frame's LM and codec ms."""
 
-    def __init__(self, bundle, streams: int, seed: int):
-        from openmrt.lm.generate import LMGenerator
-
-        self.lm = LMGenerator(bundle.lm, batch_size=streams, temperature=1.3, top_k=40, seed=seed)
-        self.codec = bundle.codec
-        self.device = next(self.codec.parameters()).device
-        self.state = self.codec.init_decode_state(streams, self.device)
-        self.cond = conditioning(streams, self.device)
+    def __init__(self, lm, codec, streams: int, device: torch.device):
+        self.lm, self.codec, self.device, self.streams = lm, codec, device, streams
+        self.state = codec.init_decode_state(streams, device)
+        self.cond = conditioning(getattr(lm, "capacity", streams), device)
         self.parts: dict[str, float] = {}
 
     @torch.inference_mode()
@@ -164,52 +160,127 @@ class EagerFrames:
         from openmrt.codec.output import official_output
 
         t0 = time.perf_counter()
-        toks = self.lm.step(self.cond)
-        _sync(self.device)  # part times only; the eager LM step has host syncs of its own
+        toks = self.lm.step(self.cond)[: self.streams].to(self.device, non_blocking=True)  # players pad
+        _sync(self.device)  # part times only (the eager LM has host syncs of its own; players sync)
         t1 = time.perf_counter()
         audio = official_output(self.codec.decode_step(tk.from_unique(toks), self.state)).cpu().numpy()
         self.parts = {"lm": (t1 - t0) * 1e3, "codec": (time.perf_counter() - t1) * 1e3}
         return audio
 
 
-# ==== INTEGRATION TABLE (the lead wires the parallel branches' APIs in here when merging) =====
-# wlm: graph-safe step + CUDA graphs, int8 LM on the CPU, engine/players.py (many players).
-# wcodec: int8/bf16 codec decode, FrameStream(pipeline=True) (LM and codec on two threads).
-# Until their APIs are on this branch these builders raise Unavailable and the row says so.
+# ==== INTEGRATION TABLE: the parallel branches' APIs, wired in one place ========================
+# wlm: openmrt.lm.generate.make_generator(model, "eager"|"int8"|"graphs", batch_size=, ...) and
+#      openmrt.engine.players.Players(model, capacity, cuda_graph=) (many players, one model).
+# wcodec: openmrt.codec.fast.prepare_decoder(codec, precision="f32"|"bf16", batch=) (CPU decode);
+#      FrameStream(pipeline=True) (LM and codec on two threads) is not wired yet.
+# An API missing on this branch makes its settings "unavailable" rows, not a crash.
 
 
-def _eager(bundle, streams, seed):
-    return EagerFrames(bundle, streams, seed)
+def _make_generator():
+    try:
+        from openmrt.lm.generate import make_generator  # wlm
+    except ImportError:
+        return None
+    return make_generator
 
 
-def _graphs(bundle, streams, seed):
-    raise Unavailable("CUDA-graph frame step (wlm) is not on this branch yet")
+def lm_step(kind: str, model, streams: int, seed: int):
+    """An object with ``step(cond [B, 144]) -> tokens [B, 12]`` for the LM setting ``kind``."""
+    from openmrt.lm.generate import LMGenerator
+
+    kw = dict(temperature=1.3, top_k=40, seed=seed)
+    mg = _make_generator()
+    if kind == "players":
+        try:
+            from openmrt.engine.players import Players  # wlm
+        except ImportError:
+            raise Unavailable("openmrt.engine.players (wlm) is not on this branch") from None
+        cuda = next(model.parameters()).device.type == "cuda"
+        players = Players(model, capacity=streams, cuda_graph=cuda)
+        for i in range(streams):
+            players.join(seed=seed + i, temperature=1.3, top_k=40)
+        if cuda:
+            players.capture()
+        return players
+    if mg is None:
+        if kind == "eager":
+            return LMGenerator(model, batch_size=streams, **kw)  # main before wlm's graph-safe step
+        raise Unavailable(f"LM setting {kind!r} needs make_generator (wlm), not on this branch")
+    from openmrt.errors import ConfigError
+
+    try:
+        return mg(model, kind, batch_size=streams, **kw)
+    except ConfigError as e:  # e.g. graphs on the CPU
+        raise Unavailable(str(e)) from None
 
 
-def _int8(bundle, streams, seed):
-    raise Unavailable("int8 LM / codec (wlm, wcodec) are not on this branch yet")
+def codec_step(kind: str, codec, streams: int):
+    """A codec with ``init_decode_state(B, device)`` and ``decode_step(codes, state)``."""
+    if kind == "ref":
+        return codec
+    try:
+        from openmrt.codec.fast import prepare_decoder  # wcodec
+    except ImportError:
+        raise Unavailable("openmrt.codec.fast (wcodec) is not on this branch") from None
+    if next(codec.parameters()).device.type != "cpu":
+        raise Unavailable("the fast codec decode is for the CPU")
+    return prepare_decoder(codec, precision={"fast": "f32", "fast-bf16": "bf16"}[kind], batch=streams)
 
 
-def _pipeline(bundle, streams, seed):
-    raise Unavailable("FrameStream(pipeline=True) (wcodec) is not on this branch yet")
-
-
-def graph_lm(model, device):
-    """wlm's graph-safe LM step (CUDA-graph captured on CUDA, plain on the CPU) as an object with
-    ``step(cond [B, 144], gumbel [B, 12, 1024]) -> tokens [B, 12]``, for the token check."""
-    raise Unavailable("graph-safe LM step (wlm) is not on this branch yet")
-
-
-SETTINGS = {  # name -> (what one frame runs, builder(bundle, streams, seed))
-    "eager": ("LMGenerator.step + SpectroStream.decode_step (main)", _eager),
-    "graphs": ("CUDA graphs: LM step with the depth loop, codec decode step (wlm)", _graphs),
-    "int8": ("int8 LM and codec decode on the CPU (wlm, wcodec)", _int8),
-    "pipeline": ("LM and codec on two threads, one frame apart (wcodec)", _pipeline),
-}
+LM_SETTINGS = {"eager": "LM step in eager PyTorch", "int8": "int8 LM weights (CPU)",
+               "graphs": "LM frame as one CUDA graph", "players": "Players batch (CUDA graphs on CUDA)"}
+CODEC_SETTINGS = {"ref": "SpectroStream.decode_step", "fast": "prepacked oneDNN decode, f32 (CPU)",
+                  "fast-bf16": "prepacked oneDNN decode, bf16 (CPU)"}
 DEFAULT = {"cpu": ["eager"], "cuda": ["eager", "graphs"]}  # without --best
-# --best: openmrt's fastest known (setting, LM dtype) on each device; all run, the fastest is marked.
-# CPU: the bf16 LM is ~2x faster than f32 at 2 threads (docs/benchmarks.md, LM).
-BEST = {"cpu": [("eager", "bfloat16")], "cuda": [("graphs", "bfloat16"), ("eager", "bfloat16")]}
+# --best: openmrt's fastest known (setting, LM dtype) candidates per device; the available ones run
+# and the fastest measured is marked. CPU: bf16 LM ~2x f32 at 2 threads (docs/benchmarks.md, LM).
+BEST = {"cpu": [("int8+fast-bf16", "float32"), ("int8+fast", "float32"), ("eager+fast", "bfloat16"),
+                ("eager", "bfloat16")],
+        "cuda": [("graphs", "bfloat16"), ("eager", "bfloat16")]}
+
+
+def split_setting(setting: str) -> tuple[str, str]:
+    lm, _, codec = setting.partition("+")
+    if lm not in LM_SETTINGS or (codec or "ref") not in CODEC_SETTINGS:
+        raise ValueError(f"setting {setting!r}: expected LM[+CODEC] with LM in {sorted(LM_SETTINGS)} "
+                         f"and CODEC in {sorted(CODEC_SETTINGS)}")
+    return lm, codec or "ref"
+
+
+def unavailable(setting: str, device: torch.device) -> str | None:
+    """Why ``setting`` cannot run here (cheap checks, no model built), or None."""
+    lm, codec = split_setting(setting)
+    if lm in ("int8", "graphs") and _make_generator() is None:
+        return f"LM setting {lm!r} needs make_generator (wlm), not on this branch"
+    if lm == "players" and importlib.util.find_spec("openmrt.engine.players") is None:
+        return "openmrt.engine.players (wlm) is not on this branch"
+    if lm == "graphs" and device.type != "cuda":
+        return "CUDA graphs need --device cuda"
+    if lm == "int8" and device.type != "cpu":
+        return "the int8 LM is for the CPU"
+    if codec != "ref":
+        if device.type != "cpu":
+            return "the fast codec decode is for the CPU"
+        if importlib.util.find_spec("openmrt.codec.fast") is None:
+            return "openmrt.codec.fast (wcodec) is not on this branch"
+    return None
+
+
+def make_frames(setting: str, bundle, streams: int, seed: int) -> Frames:
+    lm, codec = split_setting(setting)
+    device = next(bundle.codec.parameters()).device
+    return Frames(lm_step(lm, bundle.lm, streams, seed), codec_step(codec, bundle.codec, streams), streams, device)
+
+
+def graph_lm(model, device, seed: int = 0):
+    """(eager, graphs) generators of wlm's graph-safe step with the same seeded (hashed) noise."""
+    mg = _make_generator()
+    if mg is None:
+        raise Unavailable("graph-safe LM step (wlm's make_generator) is not on this branch")
+    if device.type != "cuda":
+        raise Unavailable("CUDA graphs need a CUDA device")
+    kw = dict(temperature=1.3, top_k=40, seed=seed)
+    return mg(model, "eager", **kw), mg(model, "graphs", **kw)
 # ===============================================================================================
 
 
@@ -246,7 +317,7 @@ def worker(cfg: dict) -> dict:
     bundle, weights = build_bundle(cfg["model"], device, dtype, cfg["weights"],
                                    Path(cfg["golden"]) if cfg.get("golden") else None, cfg["seed"])
     try:
-        step = SETTINGS[cfg["setting"]][1](bundle, cfg["streams"], cfg["seed"])
+        step = make_frames(cfg["setting"], bundle, cfg["streams"], cfg["seed"])
     except Unavailable as e:
         return {"unavailable": str(e)}
     setup_s = time.perf_counter() - t0
@@ -353,6 +424,12 @@ def _peer_python(peer_dir: Path) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
+def _disturbed(r: dict) -> bool:
+    """The peer README's rule: a 1-minute load average at or above the core count at either end."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return any(la and la[0] >= cores for la in (r.get("loadavg_start"), r.get("loadavg_end")))
+
+
 def pooled_rows(confs: list[dict], results: list[list[dict]]) -> list[dict]:
     """One row per configuration and part, its frames pooled over the rounds."""
     rows = []
@@ -367,13 +444,14 @@ def pooled_rows(confs: list[dict], results: list[list[dict]]) -> list[dict]:
             continue
         info = {"rounds": [{"frames": len(r["frames_ms"]), "p50_ms": round(float(np.median(r["frames_ms"])), 3),
                             "busy_cores": r.get("busy_cores"), "loadavg_start": r.get("loadavg_start"),
-                            "loadavg_end": r.get("loadavg_end")} for r in ok],
+                            "loadavg_end": r.get("loadavg_end"), "disturbed": _disturbed(r)} for r in ok],
                 "weights": ok[0].get("weights"), "setup_s": ok[0].get("setup_s"), "warmup": cfg["warmup"]}
         for k in ("cuda_max_allocated_gib", "tf32", "fingerprint_ok", "versions"):
             if k in ok[0]:
                 info[k] = ok[0][k]
         if errors:
             info["errors"] = errors
+        info["disturbed_rounds"] = sum(x["disturbed"] for x in info["rounds"])
         ms = np.concatenate([r["frames_ms"] for r in ok])
         rows.append({**base, **frame_stats(ms), **info, "frames_ms": [round(float(x), 3) for x in ms]})
         for part in ok[0]["parts_ms"]:
@@ -443,7 +521,9 @@ def parse_args(argv=None):
     ap.add_argument("--best", action="store_true", help="openmrt's fastest known setting on this device")
     ap.add_argument("--peer", choices=["official"], help="also run the official JAX code (mrt2_small, CPU)")
     ap.add_argument("--out", required=True, help="JSON result file (a PNG histogram goes beside it)")
-    ap.add_argument("--settings", type=lambda s: s.split(","), help=f"comma list of {sorted(SETTINGS)}")
+    ap.add_argument("--settings", type=lambda s: s.split(","),
+                    help=f"comma list of LM[+CODEC]: LM in {sorted(LM_SETTINGS)}, CODEC in {sorted(CODEC_SETTINGS)} "
+                         "(default: eager on the CPU, eager,graphs on CUDA)")
     ap.add_argument("--threads", type=int, nargs="+", default=None,
                     help="compute threads per process, one configuration each (default: free cores now)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 1; 2 with --peer)")
@@ -461,8 +541,11 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.worker:
         return args
-    if args.settings and (bad := set(args.settings) - set(SETTINGS)):
-        ap.error(f"unknown settings {sorted(bad)}; choose from {sorted(SETTINGS)}")
+    for setting in args.settings or []:
+        try:
+            split_setting(setting)
+        except ValueError as e:
+            ap.error(str(e))
     if args.peer and (args.model != "mrt2_small" or not args.device.startswith("cpu")):
         ap.error("--peer official runs the official code's mrt2_small on the CPU: use --model mrt2_small --device cpu")
     if args.streams < 1 or args.frames < 1 or args.warmup < 0:
@@ -494,6 +577,10 @@ def main(argv=None) -> dict | None:
             order.reverse()
         for i in order:
             cfg = {**confs[i], "frames": per_round}
+            why = unavailable(cfg["setting"], device) if cfg["impl"] == "openmrt" else None
+            if why:
+                results[i].append({"error": why, "unavailable": True})
+                continue
             print(f"round {rnd + 1}/{args.rounds}: {cfg['impl']} {cfg['setting']} {cfg['dtype']} "
                   f"x{cfg['threads']} {cfg.get('mode', '')}", file=sys.stderr, flush=True)
             run = run_peer if cfg["impl"] == "official" else run_openmrt
@@ -506,7 +593,7 @@ def main(argv=None) -> dict | None:
     out = Path(args.out)
     doc = {"benchmark": "realtime", "machine": info, "wall_s": round(time.perf_counter() - t_start, 1),
            "args": {k: v for k, v in vars(args).items() if k not in ("worker",)},
-           "settings": {k: v[0] for k, v in SETTINGS.items()}, "rows": rows}
+           "settings": {"lm": LM_SETTINGS, "codec": CODEC_SETTINGS}, "rows": rows}
     if cmp := comparison(rows):
         doc["comparison"] = cmp
     out.parent.mkdir(parents=True, exist_ok=True)
