@@ -199,9 +199,7 @@ def lm_step(kind: str, model, streams: int, seed: int):
         players = Players(model, capacity=streams, cuda_graph=cuda)
         for i in range(streams):
             players.join(seed=seed + i, temperature=1.3, top_k=40)
-        if cuda:
-            players.capture()
-        return players
+        return players  # on CUDA the first (warm-up) frame captures the one size it needs
     if mg is None:
         if kind == "eager":
             return LMGenerator(model, batch_size=streams, **kw)  # main before wlm's graph-safe step
