@@ -352,7 +352,6 @@ def _count(prof, cuda: bool) -> dict:
 
 def phase_kernels(args) -> dict:
     """One frame under torch.profiler, per available setting: GPU kernels (or CPU aten ops)."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     rt = _rt()
@@ -428,7 +427,7 @@ def main(argv=None) -> int:
     args.budget = args.budget or (600.0 if args.dry_run else 285.0)
     t_start = time.time()
     deadline = t_start + args.budget
-    report = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    report = {"started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "dry_run": args.dry_run, "budget_s": args.budget, "phases": {}}
     _write(report, out)
     for name in args.phases:
@@ -444,7 +443,9 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             res_file = Path(tmp) / "result.json"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", name, "--out", str(out), "--result",
-                   str(res_file), "--box", str(box), "--deadline", str(deadline)] + (["--dry-run"] if args.dry_run else [])
+                   str(res_file), "--box", str(box), "--deadline", str(deadline)]
+            if args.dry_run:
+                cmd.append("--dry-run")
             if args.golden:
                 cmd += ["--golden", args.golden]
             try:
