@@ -101,6 +101,17 @@ def _realtime(args, out_name: str, extra: list[str], timeout: float) -> dict:
 
 
 def phase_env(args) -> dict:
+    # First, in a process that has imported nothing else yet: the modules every phase imports must
+    # pull in none of the packages the GPU image lacks (checked before probing those packages).
+    before = set(sys.modules)
+    _rt()
+    for m in ("openmrt.engine.bundle", "openmrt.engine.frames", "openmrt.lm.generate", "openmrt.lm.convert",
+              "openmrt.codec.convert", "openmrt.codec.output", "seeded"):
+        if m == "seeded":
+            sys.path.insert(0, str(ROOT / "tests"))
+        importlib.import_module(m)
+    pulled = sorted({m.split(".")[0] for m in set(sys.modules) - before} & set(FORBIDDEN))
+
     import platform
 
     import numpy as np
@@ -108,7 +119,7 @@ def phase_env(args) -> dict:
 
     res = {"python": platform.python_version(), "executable": sys.executable, "torch": torch.__version__,
            "numpy": np.__version__, "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda,
-           "cpu_count": os.cpu_count()}
+           "cpu_count": os.cpu_count(), "phase_imports_forbidden": pulled}
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         res.update(gpu=p.name, capability=f"{p.major}.{p.minor}", memory_gib=round(p.total_memory / 2**30, 1),
@@ -125,14 +136,6 @@ def phase_env(args) -> dict:
             res["packages"][name] = getattr(importlib.import_module(name), "__version__", "present")
         except Exception as e:  # noqa: BLE001 - any import failure means "not usable here"
             res["packages"][name] = f"missing ({type(e).__name__})"
-    # The modules every phase imports must pull in none of the packages the GPU image lacks.
-    before = set(sys.modules)
-    _rt()
-    for m in ("openmrt.engine.bundle", "openmrt.engine.frames", "openmrt.lm.generate", "openmrt.lm.convert",
-              "openmrt.codec.convert", "openmrt.codec.output"):
-        importlib.import_module(m)
-    pulled = sorted({m.split(".")[0] for m in set(sys.modules) - before} & set(FORBIDDEN))
-    res["phase_imports_forbidden"] = pulled
     if pulled:
         raise RuntimeError(f"the phases import {pulled}, which the GPU image does not have")
     return res
