@@ -169,10 +169,11 @@ class Frames:
 
 
 # ==== INTEGRATION TABLE: the parallel branches' APIs, wired in one place ========================
-# wlm: openmrt.lm.generate.make_generator(model, "eager"|"int8"|"graphs", batch_size=, ...) and
-#      openmrt.engine.players.Players(model, capacity, cuda_graph=) (many players, one model).
-# wcodec: openmrt.codec.fast.prepare_decoder(codec, precision="f32"|"bf16", batch=) (CPU decode);
-#      FrameStream(pipeline=True) (LM and codec on two threads) is not wired yet.
+# wlm: openmrt.lm.generate.make_generator(model, "eager"|"int8"|"graphs", batch_size=, ...),
+#      openmrt.engine.players.Players(model, capacity, cuda_graph=) (many players, one model) and
+#      openmrt.lm.graphs.graph_vs_eager(model, cond, seed=) (the GPU token self-check).
+# wcodec: openmrt.codec.fast.prepare_decoder(codec, precision="f32"|"bf16", batch=) (CPU decode) and
+#      FrameStream(bundle, pipeline=True, threads=, decoder=) (LM and codec on two threads).
 # An API missing on this branch makes its settings "unavailable" rows, not a crash.
 
 
@@ -186,6 +187,7 @@ def _make_generator():
 
 def lm_step(kind: str, model, streams: int, seed: int):
     """An object with ``step(cond [B, 144]) -> tokens [B, 12]`` for the LM setting ``kind``."""
+    from openmrt.errors import ConfigError
     from openmrt.lm.generate import LMGenerator
 
     kw = dict(temperature=1.3, top_k=40, seed=seed)
@@ -204,16 +206,16 @@ def lm_step(kind: str, model, streams: int, seed: int):
         if kind == "eager":
             return LMGenerator(model, batch_size=streams, **kw)  # main before wlm's graph-safe step
         raise Unavailable(f"LM setting {kind!r} needs make_generator (wlm), not on this branch")
-    from openmrt.errors import ConfigError
-
     try:
         return mg(model, kind, batch_size=streams, **kw)
-    except ConfigError as e:  # e.g. graphs on the CPU
+    except ConfigError as e:  # e.g. graphs on the CPU, int8 of a bf16 model
         raise Unavailable(str(e)) from None
 
 
 def codec_step(kind: str, codec, streams: int):
     """A codec with ``init_decode_state(B, device)`` and ``decode_step(codes, state)``."""
+    from openmrt.errors import ConfigError
+
     if kind == "ref":
         return codec
     try:
@@ -222,32 +224,67 @@ def codec_step(kind: str, codec, streams: int):
         raise Unavailable("openmrt.codec.fast (wcodec) is not on this branch") from None
     if next(codec.parameters()).device.type != "cpu":
         raise Unavailable("the fast codec decode is for the CPU")
-    return prepare_decoder(codec, precision={"fast": "f32", "fast-bf16": "bf16"}[kind], batch=streams)
+    try:
+        return prepare_decoder(codec, precision={"fast": "f32", "fast-bf16": "bf16"}[kind], batch=streams)
+    except ConfigError as e:  # e.g. bf16 on a CPU without bf16 convolutions
+        raise Unavailable(str(e)) from None
+
+
+class Pipelined:
+    """One stream through the engine's own FrameStream(pipeline=True): the codec decode of frame t
+    on a worker thread while the LM steps frame t + 1 (one more frame of latency); ``threads`` per
+    stage. Its LM is swapped for the setting's generator (same ``step(cond, forced=)`` API)."""
+
+    def __init__(self, bundle, lm, codec, threads: int, seed: int):
+        from openmrt.engine.frames import FrameStream
+
+        try:
+            self.fs = FrameStream(bundle, seed=seed, pipeline=True, threads=threads, decoder=codec)
+        except TypeError:
+            raise Unavailable("FrameStream(pipeline=True) (wcodec) is not on this branch") from None
+        self.fs.lm = lm
+        notes = [0] * 128
+        for p in (60, 64, 67):
+            notes[p] = 1
+        self.raw = tk.make_conditioning(style=STYLE, notes=notes)
+        self.latency_frames = self.fs.latency_frames
+        self.parts: dict[str, float] = {}
+
+    def __call__(self) -> np.ndarray:
+        audio, _ = self.fs.step(self.raw)
+        self.parts = {"lm": self.fs.lm_ms, "codec": self.fs.codec_ms}  # codec: the frame before's
+        return audio
 
 
 LM_SETTINGS = {"eager": "LM step in eager PyTorch", "int8": "int8 LM weights (CPU)",
                "graphs": "LM frame as one CUDA graph", "players": "Players batch (CUDA graphs on CUDA)"}
 CODEC_SETTINGS = {"ref": "SpectroStream.decode_step", "fast": "prepacked oneDNN decode, f32 (CPU)",
                   "fast-bf16": "prepacked oneDNN decode, bf16 (CPU)"}
+PIPELINE = "pipeline"  # suffix: LM and codec as two stages on two threads (FrameStream), one stream
 DEFAULT = {"cpu": ["eager"], "cuda": ["eager", "graphs"]}  # without --best
 # --best: openmrt's fastest known (setting, LM dtype) candidates per device; the available ones run
 # and the fastest measured is marked. CPU: bf16 LM ~2x f32 at 2 threads (docs/benchmarks.md, LM).
-BEST = {"cpu": [("int8+fast-bf16", "float32"), ("int8+fast", "float32"), ("eager+fast", "bfloat16"),
-                ("eager", "bfloat16")],
+BEST = {"cpu": [("int8+fast-bf16+pipeline", "float32"), ("int8+fast+pipeline", "float32"),
+                ("int8+fast-bf16", "float32"), ("eager", "bfloat16")],
         "cuda": [("graphs", "bfloat16"), ("eager", "bfloat16")]}
 
 
-def split_setting(setting: str) -> tuple[str, str]:
-    lm, _, codec = setting.partition("+")
-    if lm not in LM_SETTINGS or (codec or "ref") not in CODEC_SETTINGS:
-        raise ValueError(f"setting {setting!r}: expected LM[+CODEC] with LM in {sorted(LM_SETTINGS)} "
+def split_setting(setting: str) -> tuple[str, str, bool]:
+    """LM[+CODEC][+pipeline] -> (lm, codec, pipelined)."""
+    parts = setting.split("+")
+    pipe = parts[-1] == PIPELINE
+    if pipe:
+        parts.pop()
+    lm, codec = parts[0], (parts[1] if len(parts) > 1 else "ref")
+    if lm not in LM_SETTINGS or codec not in CODEC_SETTINGS or len(parts) > 2:
+        raise ValueError(f"setting {setting!r}: expected LM[+CODEC][+{PIPELINE}] with LM in {sorted(LM_SETTINGS)} "
                          f"and CODEC in {sorted(CODEC_SETTINGS)}")
-    return lm, codec or "ref"
+    return lm, codec, pipe
 
 
-def unavailable(setting: str, device: torch.device) -> str | None:
+def unavailable(setting: str, device: torch.device, streams: int = 1) -> str | None:
     """Why ``setting`` cannot run here (cheap checks, no model built), or None."""
-    lm, codec = split_setting(setting)
+    lm, codec, pipe = split_setting(setting)
     if lm in ("int8", "graphs") and _make_generator() is None:
         return f"LM setting {lm!r} needs make_generator (wlm), not on this branch"
     if lm == "players" and importlib.util.find_spec("openmrt.engine.players") is None:
@@ -261,24 +298,36 @@ def unavailable(setting: str, device: torch.device) -> str | None:
             return "the fast codec decode is for the CPU"
         if importlib.util.find_spec("openmrt.codec.fast") is None:
             return "openmrt.codec.fast (wcodec) is not on this branch"
+    if pipe:
+        import inspect
+
+        from openmrt.engine.frames import FrameStream
+
+        if "pipeline" not in inspect.signature(FrameStream).parameters:
+            return "FrameStream(pipeline=True) (wcodec) is not on this branch"
+        if streams != 1 or lm == "players":
+            return "the pipelined FrameStream plays one stream"
     return None
 
 
-def make_frames(setting: str, bundle, streams: int, seed: int) -> Frames:
-    lm, codec = split_setting(setting)
+def make_frames(setting: str, bundle, streams: int, seed: int, threads: int = 1):
+    lm, codec, pipe = split_setting(setting)
     device = next(bundle.codec.parameters()).device
-    return Frames(lm_step(lm, bundle.lm, streams, seed), codec_step(codec, bundle.codec, streams), streams, device)
+    lm_gen, dec = lm_step(lm, bundle.lm, streams, seed), codec_step(codec, bundle.codec, streams)
+    if pipe:
+        return Pipelined(bundle, lm_gen, dec, max(1, threads // 2), seed)
+    return Frames(lm_gen, dec, streams, device)
 
 
-def graph_lm(model, device, seed: int = 0):
-    """(eager, graphs) generators of wlm's graph-safe step with the same seeded (hashed) noise."""
-    mg = _make_generator()
-    if mg is None:
-        raise Unavailable("graph-safe LM step (wlm's make_generator) is not on this branch")
-    if device.type != "cuda":
+def graph_vs_eager(model, cond: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eager tokens, graph tokens) [T, 12] of one stream with the same seeded (hashed) noise."""
+    try:
+        from openmrt.lm.graphs import graph_vs_eager as check  # wlm
+    except ImportError:
+        raise Unavailable("openmrt.lm.graphs.graph_vs_eager (wlm) is not on this branch") from None
+    if next(model.parameters()).device.type != "cuda":
         raise Unavailable("CUDA graphs need a CUDA device")
-    kw = dict(temperature=1.3, top_k=40, seed=seed)
-    return mg(model, "eager", **kw), mg(model, "graphs", **kw)
+    return check(model, cond, seed=seed)
 # ===============================================================================================
 
 
@@ -315,14 +364,14 @@ def worker(cfg: dict) -> dict:
     bundle, weights = build_bundle(cfg["model"], device, dtype, cfg["weights"],
                                    Path(cfg["golden"]) if cfg.get("golden") else None, cfg["seed"])
     try:
-        step = make_frames(cfg["setting"], bundle, cfg["streams"], cfg["seed"])
+        step = make_frames(cfg["setting"], bundle, cfg["streams"], cfg["seed"], cfg["threads"])
     except Unavailable as e:
         return {"unavailable": str(e)}
     setup_s = time.perf_counter() - t0
     la0 = loadavg()
     res = time_frames(step, device, cfg["warmup"], cfg["frames"])
     res.update(weights=weights, setup_s=round(setup_s, 2), loadavg_start=la0, loadavg_end=loadavg(),
-               torch_threads=torch.get_num_threads())
+               torch_threads=torch.get_num_threads(), latency_frames=getattr(step, "latency_frames", 1))
     if device.type == "cuda":
         res["cuda_max_allocated_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         res["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
@@ -444,7 +493,7 @@ def pooled_rows(confs: list[dict], results: list[list[dict]]) -> list[dict]:
                             "busy_cores": r.get("busy_cores"), "loadavg_start": r.get("loadavg_start"),
                             "loadavg_end": r.get("loadavg_end"), "disturbed": _disturbed(r)} for r in ok],
                 "weights": ok[0].get("weights"), "setup_s": ok[0].get("setup_s"), "warmup": cfg["warmup"]}
-        for k in ("cuda_max_allocated_gib", "tf32", "fingerprint_ok", "versions"):
+        for k in ("latency_frames", "cuda_max_allocated_gib", "tf32", "fingerprint_ok", "versions"):
             if k in ok[0]:
                 info[k] = ok[0][k]
         if errors:
@@ -575,7 +624,7 @@ def main(argv=None) -> dict | None:
             order.reverse()
         for i in order:
             cfg = {**confs[i], "frames": per_round}
-            why = unavailable(cfg["setting"], device) if cfg["impl"] == "openmrt" else None
+            why = unavailable(cfg["setting"], device, cfg["streams"]) if cfg["impl"] == "openmrt" else None
             if why:
                 results[i].append({"error": why, "unavailable": True})
                 continue
