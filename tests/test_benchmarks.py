@@ -108,3 +108,48 @@ def test_device_check_dry_run_with_only_the_gpu_image_packages(tmp_path, golden_
     sweep = phases["sweep"]["result"]
     assert sweep["points"] and sweep["points"][0]["streams"] == 1
     assert phases["kernels"]["result"]["eager"]["total"] > 100  # aten ops of one tiny frame
+
+
+FAKE_PEER = """
+import argparse, json, sys
+ap = argparse.ArgumentParser()
+ap.add_argument("mode"); ap.add_argument("--dtype"); ap.add_argument("--threads", type=int)
+ap.add_argument("--warmup", type=int); ap.add_argument("--frames", type=int); ap.add_argument("--out")
+a = ap.parse_args()
+with open(__file__ + ".log", "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+scale = {"f32": 100.0, "bf16": 300.0}[a.dtype] * {"system": 1.0, "lm": 0.6, "codec": 0.3}[a.mode]
+json.dump({"frames_ms": [scale + i for i in range(a.frames)], "threads": {"avg_busy_cores": 1.5},
+           "loadavg_start": [0.1, 0, 0], "loadavg_end": [9.0, 0, 0], "setup_s": {"build": 1.0, "compile": 2.0},
+           "fingerprint": {"lm": {"ok": True}, "codec": {"ok": True}}, "versions": {"jax": "fake"}},
+          open(a.out, "w"))
+"""
+
+
+def test_realtime_peer_rows_interleaved_rounds(tmp_path):
+    """The peer path end to end with a stand-in for the official bench.py (its CLI and JSON):
+    every peer setting and mode in every round, order reversed in the second, rows pooled."""
+    peer = tmp_path / "peer"
+    peer.mkdir()
+    (peer / "bench.py").write_text(FAKE_PEER)
+    out = tmp_path / "p.json"
+    # openmrt's own setting is unavailable on the CPU (graphs), so only the stand-in runs.
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "realtime.py"), "--device", "cpu",
+                        "--model", "mrt2_small", "--settings", "graphs", "--peer", "official", "--peer-dir", str(peer),
+                        "--peer-python", sys.executable, "--peer-settings", "f32", "bf16x1", "--peer-parts", "system",
+                        "codec", "--threads", "2", "--frames", "8", "--warmup", "3", "--out", str(out)],
+                       env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    calls = (peer / "bench.py.log").read_text().splitlines()
+    first = ["system --dtype f32 --threads 2", "codec --dtype f32 --threads 2", "system --dtype bf16 --threads 1",
+             "codec --dtype bf16 --threads 1"]
+    assert [" ".join(c.split()[:5]) for c in calls] == first + first[::-1]
+    assert all("--warmup 3 --frames 4" in c for c in calls)  # 8 frames over 2 rounds
+    rows = {(r["impl"], r["dtype"], r["part"]): r for r in json.loads(out.read_text())["rows"]}
+    f32 = rows[("official", "float32", "frame")]
+    assert f32["frames"] == 8 and f32["p50_ms"] == pytest.approx(101.5) and f32["max_ms"] == 103.0
+    assert f32["threads"] == 2 and f32["fastest"] is True and f32["disturbed_rounds"] == 2  # load 9 at the end
+    assert rows[("official", "bfloat16", "frame")]["threads"] == 1
+    assert rows[("official", "bfloat16", "frame")].get("fastest") is None
+    assert rows[("official", "float32", "codec")]["p50_ms"] == pytest.approx(31.5)
+    assert rows[("openmrt", "float32", "frame")]["unavailable"] is True
