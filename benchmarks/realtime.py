@@ -606,6 +606,23 @@ def parse_args(argv=None):
     return args
 
 
+def document(args, info: dict, confs: list[dict], results: list[list[dict]], t_start: float, done: bool) -> dict:
+    rows = pooled_rows(confs, results)
+    doc = {"benchmark": "realtime", "complete": done, "machine": {**info, "load_average_at_end": loadavg()},
+           "wall_s": round(time.perf_counter() - t_start, 1),
+           "args": {k: v for k, v in vars(args).items() if k not in ("worker",)},
+           "settings": {"lm": LM_SETTINGS, "codec": CODEC_SETTINGS, "pipeline": PIPELINE}, "rows": rows}
+    if cmp := comparison(rows):
+        doc["comparison"] = cmp
+    return doc
+
+
+def _write(doc: dict, out: Path) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(out)
+
+
 def main(argv=None) -> dict | None:
     args = parse_args(argv)
     if args.worker:
@@ -617,6 +634,8 @@ def main(argv=None) -> dict | None:
     per_round = math.ceil(args.frames / args.rounds)
     results: list[list[dict]] = [[] for _ in confs]
     info = machine()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     for rnd in range(args.rounds):
         order = list(range(len(confs)))
@@ -635,18 +654,12 @@ def main(argv=None) -> dict | None:
             if "error" in r:
                 print(f"  error: {r['error']}", file=sys.stderr)
             results[i].append(r)
-    rows = pooled_rows(confs, results)
-    info["load_average_at_end"] = loadavg()
-    out = Path(args.out)
-    doc = {"benchmark": "realtime", "machine": info, "wall_s": round(time.perf_counter() - t_start, 1),
-           "args": {k: v for k, v in vars(args).items() if k not in ("worker",)},
-           "settings": {"lm": LM_SETTINGS, "codec": CODEC_SETTINGS}, "rows": rows}
-    if cmp := comparison(rows):
-        doc["comparison"] = cmp
-    out.parent.mkdir(parents=True, exist_ok=True)
+            _write(document(args, info, confs, results, t_start, False), out)  # what is done so far
+    doc = document(args, info, confs, results, t_start, True)
+    rows = doc["rows"]
     png = histogram(rows, out.with_suffix(".png"))
     doc["histogram"] = png.name if png else None
-    out.write_text(json.dumps(doc, indent=1) + "\n")
+    _write(doc, out)
     for r in rows:
         if r.get("frames"):
             print(f"{r['impl']:8s} {r['part']:6s} {r['setting']:8s} {r['dtype']:8s} x{r['threads']} N={r['streams']}: "
@@ -654,7 +667,7 @@ def main(argv=None) -> dict | None:
                   f"  rtf {r['rtf']:.2f}{'  *fastest' if r.get('fastest') else ''}")
         else:
             print(f"{r['impl']:8s} {r['part']:6s} {r['setting']:8s} {r['dtype']:8s}: {r.get('error')}")
-    if cmp:
+    if cmp := doc.get("comparison"):
         print(f"speed-up of openmrt over official (p50): {cmp['speedup_p50']}x")
     print(f"wrote {out}" + (f" and {png}" if png else ""))
     return doc
