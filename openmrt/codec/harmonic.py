@@ -134,7 +134,18 @@ class HarmonicDecoder(nn.Module):
         self.register_buffer("rolloffs", torch.stack([torch.ones_like(k), k**-1.5]), persistent=False)  # [2, P]
 
     def combs(self) -> torch.Tensor:
-        """[2·128, 1081]: every pitch's partials drawn with the window's main lobe, for each roll-off."""
+        """[2·128, 1081]: every pitch's partials drawn with the window's main lobe, for each roll-off.
+
+        Without gradients the result is kept until the tuning or inharmonicity change (in-place updates
+        and loads bump their versions): the streaming step does not rebuild it every frame."""
+        if torch.is_grad_enabled():
+            return self._build_combs()
+        key = (self.tuning._version, self.inharm._version, self.tuning.data_ptr(), self.tuning.device)
+        if getattr(self, "_comb_key", None) != key:
+            self._comb_cache, self._comb_key = self._build_combs(), key
+        return self._comb_cache
+
+    def _build_combs(self) -> torch.Tensor:
         p = torch.arange(PITCHES, device=self.k.device, dtype=torch.float32)
         f0 = 440.0 * 2 ** ((p - 69) / 12 + torch.tanh(self.tuning) / 24)  # [128]
         b = 1e-4 * F.softplus(self.inharm)
