@@ -115,6 +115,7 @@ class DecodeState(StreamState):
     decoder: DecoderState
     phase: PhaseState  # CPU float64 (the heap walk runs in numba on the CPU)
     synth: SynthesisState
+    steps: torch.Tensor  # [] int64, saturating at 1: step 0 returns the padding's span, silenced
 
 
 class CodecV2(nn.Module):
@@ -185,13 +186,15 @@ class CodecV2(nn.Module):
 
     def init_decode_state(self, batch: int, device=None, dtype=torch.float32) -> DecodeState:
         return DecodeState(self.decoder.init_state(batch, device, dtype), init_phase_state(batch),
-                           init_synthesis_state(batch, 2, device, dtype))
+                           init_synthesis_state(batch, 2, device, dtype), torch.zeros((), dtype=torch.long, device=device))
 
     def decode_latents_step(self, emb: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """Embedding of code frame k [B, D] -> audio of frame k − 1 [B, 1920, 2] (step 0: zeros)."""
         mag = self.decoder.step(emb[:, None], state.decoder)["mag"]  # [B, 2, 8, 1081]
         phase = rtpghi_step(mag.mean(1), state.phase, self.tol).to(mag.device, mag.dtype)
         out = synthesis_step(torch.polar(mag * MAG_SCALE, phase[:, None].expand_as(mag)), state.synth)
+        out = out * (state.steps >= self.decoder_latency_frames).to(out.dtype)
+        state.steps.add_(1).clamp_(max=self.decoder_latency_frames)
         return out
 
     def decode_step(self, codes: torch.Tensor, state: DecodeState) -> torch.Tensor:
