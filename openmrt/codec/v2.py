@@ -202,13 +202,14 @@ class CodecV2(nn.Module):
         return self.decode_latents_step(self.quantizer.decode(codes), state)
 
 
-def save_codec_v2(model: CodecV2, path: str | Path, extra: dict | None = None) -> None:
-    """Weights (float32) + config in the metadata, written atomically."""
+def save_codec_v2(model: CodecV2, path: str | Path, extra: dict | None = None, dtype=torch.float32) -> None:
+    """Weights (``dtype``: float32, or float16 for a half-size file) + config in the metadata, written
+    atomically. Loading casts back to float32."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": model.config.to_json(), **{k: str(v) for k, v in (extra or {}).items()}}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -230,7 +231,7 @@ def load_codec_v2(path: str | Path, device=None) -> CodecV2:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a codec v2 file (format {meta.get('format')!r})")
     model = CodecV2(CodecV2Config.from_json(meta["config"]))
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.to(device).eval()
