@@ -148,13 +148,14 @@ def _keep_levels(rng: np.random.Generator, batch: int, levels: int, p: float) ->
 class HeldoutJudge:
     """Held-out figures of a codec v2 on fixed clips; the originals' onset F1 is computed once."""
 
-    def __init__(self, root: str | Path, count: int, seconds: float, onsets: bool, per_example: int | None = 3):
+    def __init__(self, root: str | Path, count: int, seconds: float, onsets: bool, per_example: int | None = None,
+                 style: bool = False):
         from openmrt.data.heldout import heldout_clips
 
         self.clips = heldout_clips(root, count, seconds, per_example=per_example)
         if not self.clips:
             raise DataError(f"{root}: no held-out clips of {seconds} s")
-        self.onsets = onsets
+        self.onsets, self.style = onsets, style
         self._orig: list[float] | None = None
 
     def _f1(self, clip, audio: np.ndarray) -> float | None:
@@ -205,8 +206,31 @@ class HeldoutJudge:
             fo, fd = np.mean([o for o, _ in pairs]), np.mean([d for _, d in pairs])
             res.update({"onset_clips": len(pairs), "onset_f1_original": float(fo), "onset_f1_decoded": float(fd),
                         "onset_f1_ratio": float(fd / fo) if fo > 0 else math.nan})
+        if self.style:
+            res.update(self._style_agreement(decoded))
         model.train(was)
         return res
+
+    def _style_agreement(self, decoded: list[np.ndarray]) -> dict:
+        """How often our demo style model gives the decoded clip the original's top-1 style (over every style
+        label of the data engine), and how often the original's top-1 is the clip's true style (context)."""
+        from openmrt.data.styles import STYLES
+        from openmrt.style import load_style
+        from openmrt.style.data import style_label
+
+        sm = load_style("demo")
+        names = list(STYLES)
+        text = sm.text_embeddings([style_label(n) for n in names])
+        text = text / np.linalg.norm(text, axis=1, keepdims=True)
+
+        def top1(audio: np.ndarray) -> int:
+            return int(np.argmax(text @ sm.embed_audio(np.ascontiguousarray(audio, np.float32))))
+
+        orig = [top1(c.audio[: len(y)]) for c, y in zip(self.clips, decoded, strict=True)]
+        dec = [top1(y) for y in decoded]
+        true = [names.index(c.style) if c.style in names else -1 for c in self.clips]
+        return {"style_top1_agreement": float(np.mean(np.array(orig) == np.array(dec))),
+                "style_top1_original_correct": float(np.mean(np.array(orig) == np.array(true)))}
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -309,6 +333,35 @@ def train(args: argparse.Namespace) -> dict:
     return last
 
 
+def evaluate(argv: list[str] | None = None) -> dict:
+    """``python -m openmrt.train.codec2 --codec FILE --data HELDOUT``: the held-out figures of a codec v2 file
+    (default: the first 24 consecutive 8 s clips, as docs/models.md scores every demo codec)."""
+    ap = argparse.ArgumentParser(description="held-out figures of a demo codec v2 file")
+    ap.add_argument("--codec", required=True)
+    ap.add_argument("--data", required=True, help="held-out shard folder (never trained on)")
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--per-example", type=int, help="at most this many clips per example (default: all that fit)")
+    ap.add_argument("--levels", type=int, default=12)
+    ap.add_argument("--no-onsets", action="store_true")
+    ap.add_argument("--style", action="store_true", help="also the demo style model's top-1 agreement")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
+    args = ap.parse_args(argv)
+    from openmrt.codec.v2 import load_codec_v2
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    judge = HeldoutJudge(args.data, args.clips, args.seconds, not args.no_onsets, args.per_example, args.style)
+    res = {"codec": str(args.codec), **judge(load_codec_v2(args.codec), args.levels),
+           "eval_s": round(time.perf_counter() - t0, 1)}
+    text = json.dumps(res, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return res
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True, help="training shard folder(s) (openmrt data compose)")
     p.add_argument("--eval-data", help="held-out shard folder (not in --data) for the periodic evaluation")
@@ -347,3 +400,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-minutes", type=float, default=3.0, help="also checkpoint after this many minutes")
     p.add_argument("--stop-after", type=int, help="stop at this step (the schedule still spans --steps)")
     p.add_argument("--max-minutes", type=float, help="stop (evaluate, checkpoint) after this much wall time")
+
+
+if __name__ == "__main__":
+    evaluate()
