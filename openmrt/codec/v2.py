@@ -186,7 +186,8 @@ class CodecV2(nn.Module):
 
     def init_decode_state(self, batch: int, device=None, dtype=torch.float32) -> DecodeState:
         return DecodeState(self.decoder.init_state(batch, device, dtype), init_phase_state(batch),
-                           init_synthesis_state(batch, 2, device, dtype), torch.zeros((), dtype=torch.long, device=device))
+                           init_synthesis_state(batch, 2, device, dtype),
+                           torch.zeros((), dtype=torch.long, device=device))
 
     def decode_latents_step(self, emb: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """Embedding of code frame k [B, D] -> audio of frame k − 1 [B, 1920, 2] (step 0: zeros)."""
