@@ -124,7 +124,7 @@ class HarmonicDecoder(nn.Module):
         self.inharm = nn.Parameter(torch.full((PITCHES,), -4.0))  # B = 1e-4 · softplus: up to ~1e-3 pianos
         with torch.no_grad():  # start quiet and mostly off: most pitches are silent in most frames
             self.pitch.bias.fill_(-4.0)
-            self.env.bias.fill_(-5.5)
+            self.env.bias.fill_(-5.0)
             self.noise.bias.fill_(-7.0)
         self.register_buffer("env_interp", log_interp(env_bands), persistent=False)
         self.register_buffer("noise_interp", log_interp(noise_bands), persistent=False)
@@ -169,7 +169,9 @@ class HarmonicDecoder(nn.Module):
         g = self.groups
         logits = self.pitch(h)
         gate = torch.sigmoid(logits)  # [B, T, 128]
-        amp = gate[:, :, None] * torch.exp(self.gain(h).clamp(max=8).view(b, t, g, PITCHES))  # [B, T, G, 128]
+        # The gain only shades a pitch by e^±2 around its group's envelope: a pitch sounds only where its gate
+        # is open, so the gates (supervised with the notes) cannot be bypassed by a large gain.
+        amp = gate[:, :, None] * torch.exp(2 * torch.tanh(self.gain(h).view(b, t, g, PITCHES) / 2))  # [B, T, G, 128]
         mix = torch.sigmoid(self.rolloff(h)).view(b, t, g, 2, 1)
         src = (amp[:, :, :, None] * mix).reshape(b, t, g, 2 * PITCHES)  # roll-off major, as combs()
         harm = torch.matmul(src, self.combs())  # [B, T, G, 1081]

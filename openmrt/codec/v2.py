@@ -99,7 +99,7 @@ class EncoderV2(nn.Module):
 
     def _tokens(self, mag: torch.Tensor) -> torch.Tensor:
         b, c, f, _ = mag.shape
-        x = torch.log(torch.matmul(mag, self.bands) + 1e-5)  # [B, 2, F, NB]
+        x = (torch.log(torch.matmul(mag, self.bands) + 1e-5) + 7.0) / 3.0  # [B, 2, F, NB], roughly unit scale
         x = F.gelu(self.frame_in(x.transpose(1, 2).reshape(b, f, -1)))
         return self.token_in(x.reshape(b, f // FRAMES_PER_TOKEN, -1))
 

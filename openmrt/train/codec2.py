@@ -273,6 +273,7 @@ def train(args: argparse.Namespace) -> dict:
     log, eval_log = CSVLog(out / "log.csv", enabled=d.main), CSVLog(out / "eval.csv", enabled=d.main)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" \
         else torch.autocast("cpu", enabled=False)
+    pos_weight = torch.tensor(args.pitch_pos_weight, device=d.device)  # ~4 % of pitch-frames sound: calibrate
     last: dict = {}
     t0 = last_ckpt = time.perf_counter()
     stop = min(args.steps, args.stop_after or args.steps)
@@ -296,7 +297,8 @@ def train(args: argparse.Namespace) -> dict:
         with autocast:
             out_, z, q = net(target, keep)
         spec = spectral_losses(out_["mag"], target)
-        pitch = F.binary_cross_entropy_with_logits(out_["pitch_logits"].float(), frame_pitch_targets(notes))
+        pitch = F.binary_cross_entropy_with_logits(out_["pitch_logits"].float(), frame_pitch_targets(notes),
+                                                   pos_weight=pos_weight)
         commit = F.mse_loss(z.float(), q["quantized"]) if q is not None else z.new_zeros(()).float()
         loss = (spec["comp"] + args.sc_weight * spec["sc"] + args.logmag_weight * spec["logmag"]
                 + args.pitch_weight * pitch + args.commit_weight * commit)
@@ -382,10 +384,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sc-weight", type=float, default=1.0)
     p.add_argument("--logmag-weight", type=float, default=0.1)
     p.add_argument("--pitch-weight", type=float, default=1.0, help="weight of the pitch-gate BCE against the notes")
+    p.add_argument("--pitch-pos-weight", type=float, default=5.0, help="BCE weight of sounding pitch-frames")
     p.add_argument("--commit-weight", type=float, default=1.0)
     p.add_argument("--quantizer-dropout", type=float, default=0.5)
     p.add_argument("--ema-decay", type=float, default=0.98)
-    p.add_argument("--restart-every", type=int, default=100)
+    p.add_argument("--restart-every", type=int, default=200)
     p.add_argument("--kmeans-batches", type=int, default=32)
     p.add_argument("--vq-start", type=int, default=300, help="unquantized steps before the codebook's k-means init")
     p.add_argument("--eval-clips", type=int, default=20)
