@@ -170,7 +170,9 @@ class HeldoutJudge:
         return onset_f1(ref, est)[2]
 
     @torch.no_grad()
-    def __call__(self, model: CodecV2, levels: int, batch: int = 4) -> dict:
+    def __call__(self, model: CodecV2, levels: int, batch: int = 4, oracle: bool = False) -> dict:
+        """``oracle``: score the clips' own grid magnitudes through the phase head instead of the decoder's
+        (the ceiling of any magnitude decoder with this phase head)."""
         from openmrt.eval.codec import mel_l1, perplexity
 
         was = model.training
@@ -183,6 +185,8 @@ class HeldoutJudge:
             target = grid_magnitudes(x)
             codes = model.quantizer.encode(model.encoder(target), levels)
             out = model.decode_magnitudes(model.quantizer.decode(codes))
+            if oracle:
+                out["mag"] = target
             logmag.append(float((torch.log(out["mag"] + LOG_FLOOR) - torch.log(target + LOG_FLOOR)).abs().mean()))
             notes = torch.from_numpy(np.stack([c.states for c in clips])).to(device)
             on, pred = frame_pitch_targets(notes) > 0, out["pitch_logits"] > 0
@@ -347,6 +351,7 @@ def evaluate(argv: list[str] | None = None) -> dict:
     ap.add_argument("--levels", type=int, default=12)
     ap.add_argument("--no-onsets", action="store_true")
     ap.add_argument("--style", action="store_true", help="also the demo style model's top-1 agreement")
+    ap.add_argument("--oracle", action="store_true", help="the clips' true magnitudes through the phase head")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -355,7 +360,7 @@ def evaluate(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     judge = HeldoutJudge(args.data, args.clips, args.seconds, not args.no_onsets, args.per_example, args.style)
-    res = {"codec": str(args.codec), **judge(load_codec_v2(args.codec), args.levels),
+    res = {"codec": str(args.codec), **judge(load_codec_v2(args.codec), args.levels, oracle=args.oracle),
            "eval_s": round(time.perf_counter() - t0, 1)}
     text = json.dumps(res, indent=1)
     if args.out:
