@@ -11,7 +11,14 @@ import torch
 
 from openmrt.codec.harmonic import BIN_HZ, HarmonicDecoder, hann_lobe
 from openmrt.codec.rtpghi import analysis
-from openmrt.codec.v2 import CodecV2, CodecV2Config, grid_magnitudes, load_codec_v2, save_codec_v2
+from openmrt.codec.v2 import (
+    CodecV2,
+    CodecV2Config,
+    grid_magnitudes,
+    is_codec_v2_file,
+    load_codec_v2,
+    save_codec_v2,
+)
 from openmrt.errors import CheckpointError, ConfigError
 
 TINY = dict(latent_dim=16, width=32, frame_width=16, groups=2)
@@ -82,6 +89,7 @@ def test_weights_round_trip_and_bad_files_are_refused(tmp_path):
     torch.manual_seed(1)
     model = CodecV2(CodecV2Config(**TINY)).eval()
     save_codec_v2(model, tmp_path / "c.safetensors", extra={"step": 3})
+    assert is_codec_v2_file(tmp_path / "c.safetensors") and not is_codec_v2_file(tmp_path / "none")
     again = load_codec_v2(tmp_path / "c.safetensors")
     assert again.config == model.config
     x = 0.1 * torch.randn(1, 3 * 1920, 2)

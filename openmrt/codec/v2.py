@@ -30,7 +30,6 @@ from openmrt.codec.rtpghi import (
     DEFAULT_TOL,
     FRAMES_PER_TOKEN,
     HOP,
-    PAD,
     WIN,
     PhaseState,
     SynthesisState,
@@ -217,6 +216,17 @@ def save_codec_v2(model: CodecV2, path: str | Path, extra: dict | None = None, d
     tmp.replace(path)
 
 
+def is_codec_v2_file(path: str | Path) -> bool:
+    """Whether ``path`` is a codec v2 weight file (for loaders that dispatch on the file's format)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except Exception:
+        return False
+
+
 def load_codec_v2(path: str | Path, device=None) -> CodecV2:
     from safetensors import safe_open
 
@@ -238,4 +248,4 @@ def load_codec_v2(path: str | Path, device=None) -> CodecV2:
     return model.to(device).eval()
 
 
-__all__ = ["CodecV2", "CodecV2Config", "grid_magnitudes", "load_codec_v2", "save_codec_v2", "PAD", "HOP"]
+__all__ = ["CodecV2", "CodecV2Config", "grid_magnitudes", "is_codec_v2_file", "load_codec_v2", "save_codec_v2"]
