@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="runs/device", help="where the weights and logs go ($OUT on the GPU machine)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shard folder carried with the working tree")
     ap.add_argument("--minutes", type=float, default=5.0, help="training time (evaluation-free)")
-    ap.add_argument("--steps", type=int, default=8000, help="length of the LR schedule")
+    ap.add_argument("--steps", type=int, default=1000000, help="step cap (the LR schedule follows the time budget)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--crop", type=int, default=32)
     ap.add_argument("--decoder", default="harmonic", choices=("harmonic", "plain"))
@@ -108,14 +108,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.dry_run:
         size = ["--latent-dim", "16", "--width", "32", "--frame-width", "16", "--groups", "2"]
         sched = ["--steps", "4", "--batch", "2", "--crop", "8", "--vq-start", "2", "--kmeans-batches", "2",
-                 "--device", "cpu", "--threads", "1", "--log-every", "1", "--warmup", "1"]
+                 "--device", "cpu", "--threads", "1", "--log-every", "1", "--warmup", "1", "--max-minutes", "1",
+                 "--time-schedule"]
         if not (data / "index.json").is_file():
             data = _tiny_data(run / "data")
     else:
         size = []
         sched = ["--steps", str(args.steps), "--batch", str(args.batch), "--crop", str(args.crop),
-                 "--max-minutes", str(args.minutes), "--log-every", "50", "--warmup", "200", "--vq-start", "400",
-                 "--kmeans-batches", "8", "--restart-every", "50", "--lr", "2e-3"]
+                 "--max-minutes", str(args.minutes), "--time-schedule", "--log-every", "50", "--warmup", "200",
+                 "--vq-start", "400", "--kmeans-batches", "8", "--restart-every", "50", "--lr", "2e-3"]
     p = argparse.ArgumentParser()
     add_arguments(p)
     targs = p.parse_args(["--data", str(data), "--out", str(run), "--decoder", args.decoder,

@@ -283,7 +283,11 @@ def train(args: argparse.Namespace) -> dict:
     stop = min(args.steps, args.stop_after or args.steps)
     deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
     while step < stop:
-        lr = cosine_lr(step, args.lr, args.warmup, args.steps)
+        sched = step
+        if args.time_schedule and args.max_minutes and step >= args.warmup:  # the decay spans the time budget
+            done = (time.perf_counter() - t0) / (60 * args.max_minutes)
+            sched = args.warmup + int((args.steps - args.warmup) * min(1.0, done))
+        lr = cosine_lr(sched, args.lr, args.warmup, args.steps)
         for g in opt.param_groups:
             g["lr"] = lr
         if step >= args.vq_start and not bool(learner.initialised):
@@ -408,6 +412,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-minutes", type=float, default=3.0, help="also checkpoint after this many minutes")
     p.add_argument("--stop-after", type=int, help="stop at this step (the schedule still spans --steps)")
     p.add_argument("--max-minutes", type=float, help="stop (evaluate, checkpoint) after this much wall time")
+    p.add_argument("--time-schedule", action="store_true", help="with --max-minutes: the LR decays over the time "
+                   "budget instead of --steps (a time-boxed run on a machine of unknown speed; not reproducible)")
 
 
 if __name__ == "__main__":
