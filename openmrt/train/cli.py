@@ -19,6 +19,13 @@ def _codec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _codec2(args: argparse.Namespace) -> int:
+    from openmrt.train.codec2 import train
+
+    train(args)
+    return 0
+
+
 def _style(args: argparse.Namespace) -> int:
     from openmrt.train.style import train
 
@@ -43,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = t.add_parser("codec", help="train the SpectroStream-architecture codec on audio shards")
     codec.add_arguments(p)
     p.set_defaults(func=_codec)
+    from openmrt.train import codec2 as codec2_args
+
+    p = t.add_parser("codec2", help="train the demo codec v2 (harmonic magnitudes + RTPGHI phase) on shards")
+    codec2_args.add_arguments(p)
+    p.set_defaults(func=_codec2)
     from openmrt.train import mapper as mapper_args
     from openmrt.train import style as style_args
 

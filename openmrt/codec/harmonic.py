@@ -1,0 +1,210 @@
+"""The demo codec v2's magnitude decoders: 25 Hz latents -> grid magnitudes [B, 2, 8K, 1081] (L, R) and
+pitch logits [B, 8K, 128], one 240-sample hop per frame.
+
+``HarmonicDecoder`` draws the spectrum instead of regressing it, so partials are as sharp as the analysis
+window makes them and cannot blur (docs/models.md, "Demo codec v2"). Per frame:
+
+* pitch gates σ(ℓₚ) over the 128 MIDI pitches (supervised with the shards' notes by the trainer);
+* G timbre groups: each has a gain per pitch, a mix of two partial roll-offs (k⁰, k^−1.5) and a smooth
+  spectral envelope (32 log-frequency bands); a group's harmonic spectrum is Σₚ gate·gain · comb_p,
+  shaped by its envelope, where comb_p holds partials k·f0·√(1 + B k²) each drawn as the periodic Hann
+  window's main lobe (4 bins) — f0 carries a learned per-pitch tuning (±50 cents) and B a learned
+  per-pitch inharmonicity (pianos);
+* a smooth noise envelope (48 bands: drums, breath, bow noise) added to the harmonic part;
+* a smooth side ratio s(f) ∈ (−1, 1) (16 bands): L = mid·(1 + s), R = mid·(1 − s).
+
+``PlainDecoder`` is the baseline it must beat: the same trunk regressing log-magnitudes per bin.
+
+Magnitudes are in sinusoid units: a partial of amplitude A peaks at A (the grid STFT divided by 540).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from openmrt.codec.causal1d import CausalStack, StackState
+from openmrt.codec.rtpghi import BINS, FRAMES_PER_TOKEN, WIN
+from openmrt.frame import SAMPLE_RATE
+from openmrt.streaming import StreamState
+
+MAG_SCALE = WIN / 4  # 540: grid STFT magnitude of a unit-amplitude sinusoid
+BIN_HZ = SAMPLE_RATE / WIN  # 22.2 Hz
+PITCHES = 128
+PARTIALS = 64
+MAX_PARTIAL_HZ = 22000.0
+
+
+def log_interp(bands: int, low_hz: float = 40.0) -> torch.Tensor:
+    """[bands, 1081] weights that spread ``bands`` values, placed at log-spaced frequencies from ``low_hz`` to
+    the Nyquist, linearly (in log frequency) over the bins; bins below ``low_hz`` take the first value."""
+    centres = np.log(np.geomspace(low_hz, SAMPLE_RATE / 2, bands))
+    f = np.log(np.maximum(np.arange(BINS) * BIN_HZ, low_hz))
+    pos = np.clip(np.interp(f, centres, np.arange(bands)), 0, bands - 1)
+    lo = np.minimum(np.floor(pos).astype(int), bands - 2)
+    frac = pos - lo
+    m = np.zeros((bands, BINS), np.float32)
+    m[lo, np.arange(BINS)] = 1 - frac
+    m[lo + 1, np.arange(BINS)] += frac
+    return torch.from_numpy(m)
+
+
+def encoder_bands() -> torch.Tensor:
+    """[1081, NB] averaging matrix for the encoder's input: single bins up to ~760 Hz, then 1/24-octave
+    bands (at least one bin each) up to the Nyquist: pitch detail where partials are, few numbers above."""
+    edges = list(range(0, 35))
+    while edges[-1] < BINS:
+        edges.append(max(edges[-1] + 1, int(round(edges[-1] * 2 ** (1 / 24)))))
+    edges[-1] = BINS
+    m = np.zeros((BINS, len(edges) - 1), np.float32)
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        m[a:b, i] = 1.0 / (b - a)
+    return torch.from_numpy(m)
+
+
+def hann_lobe(delta: torch.Tensor) -> torch.Tensor:
+    """Periodic Hann's main lobe at ``delta`` bins from a partial, normalised to 1 at 0, 0 for |δ| ≥ 2."""
+    lobe = torch.sinc(delta) + 0.5 * torch.sinc(delta - 1) + 0.5 * torch.sinc(delta + 1)
+    return lobe * (delta.abs() < 2)
+
+
+@dataclass
+class DecoderState(StreamState):
+    token: StackState  # 25 Hz trunk
+    frame: StackState  # 200 Hz trunk
+
+
+class DecoderTrunk(nn.Module):
+    """Latents [B, K, D] at 25 Hz -> frame features [B, 8K, C] at 200 Hz (causal: frame block k sees latents ≤ k)."""
+
+    def __init__(self, latent_dim: int, width: int, frame_width: int):
+        super().__init__()
+        self.inp = nn.Linear(latent_dim, width)
+        self.token_stack = CausalStack(width, (1, 2, 4, 1))
+        self.up = nn.Linear(width, FRAMES_PER_TOKEN * frame_width)
+        self.frame_stack = CausalStack(frame_width, (1, 2, 4))
+        self.frame_width = frame_width
+
+    def _frames(self, h: torch.Tensor) -> torch.Tensor:
+        b, k, _ = h.shape
+        return F.gelu(self.up(h)).reshape(b, k * FRAMES_PER_TOKEN, self.frame_width)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.frame_stack(self._frames(self.token_stack(self.inp(z))))
+
+    def step(self, z: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        return self.frame_stack.step(self._frames(self.token_stack.step(self.inp(z), state.token)), state.frame)
+
+    def init_state(self, batch: int, device=None, dtype=torch.float32) -> DecoderState:
+        return DecoderState(self.token_stack.init_state(batch, device, dtype),
+                            self.frame_stack.init_state(batch, device, dtype))
+
+
+class HarmonicDecoder(nn.Module):
+    """Harmonic-plus-noise spectral synthesiser on the trunk (module doc)."""
+
+    def __init__(self, latent_dim: int = 128, width: int = 256, frame_width: int = 128, groups: int = 4,
+                 env_bands: int = 32, noise_bands: int = 48, side_bands: int = 16):
+        super().__init__()
+        self.trunk = DecoderTrunk(latent_dim, width, frame_width)
+        self.groups = groups
+        c = frame_width
+        self.pitch = nn.Linear(c, PITCHES)
+        self.gain = nn.Linear(c, PITCHES * groups)
+        self.rolloff = nn.Linear(c, 2 * groups)
+        self.env = nn.Linear(c, groups * env_bands)
+        self.noise = nn.Linear(c, noise_bands)
+        self.side = nn.Linear(c, side_bands)
+        self.tuning = nn.Parameter(torch.zeros(PITCHES))  # tanh -> ±50 cents
+        self.inharm = nn.Parameter(torch.full((PITCHES,), -4.0))  # B = 1e-4 · softplus: up to ~1e-3 pianos
+        with torch.no_grad():  # start quiet and mostly off: most pitches are silent in most frames
+            self.pitch.bias.fill_(-4.0)
+            self.env.bias.fill_(-5.0)
+            self.noise.bias.fill_(-7.0)
+        self.register_buffer("env_interp", log_interp(env_bands), persistent=False)
+        self.register_buffer("noise_interp", log_interp(noise_bands), persistent=False)
+        self.register_buffer("side_interp", log_interp(side_bands), persistent=False)
+        k = torch.arange(1, PARTIALS + 1, dtype=torch.float32)
+        self.register_buffer("k", k, persistent=False)
+        self.register_buffer("rolloffs", torch.stack([torch.ones_like(k), k**-1.5]), persistent=False)  # [2, P]
+
+    def combs(self) -> torch.Tensor:
+        """[2·128, 1081]: every pitch's partials drawn with the window's main lobe, for each roll-off.
+
+        Without gradients the result is kept until the tuning or inharmonicity change (in-place updates
+        and loads bump their versions): the streaming step does not rebuild it every frame."""
+        if torch.is_grad_enabled():
+            return self._build_combs()
+        key = (self.tuning._version, self.inharm._version, self.tuning.data_ptr(), self.tuning.device)
+        if getattr(self, "_comb_key", None) != key:
+            self._comb_cache, self._comb_key = self._build_combs(), key
+        return self._comb_cache
+
+    def _build_combs(self) -> torch.Tensor:
+        p = torch.arange(PITCHES, device=self.k.device, dtype=torch.float32)
+        f0 = 440.0 * 2 ** ((p - 69) / 12 + torch.tanh(self.tuning) / 24)  # [128]
+        b = 1e-4 * F.softplus(self.inharm)
+        fk = f0[:, None] * self.k * torch.sqrt(1 + b[:, None] * self.k**2)  # [128, P]
+        pos = fk / BIN_HZ
+        base = torch.floor(pos.detach())
+        offsets = torch.arange(-1, 3, device=pos.device, dtype=torch.float32)  # the 4 bins of the lobe
+        bins = base[..., None] + offsets  # [128, P, 4]
+        ok = (fk[..., None] < MAX_PARTIAL_HZ) & (bins >= 0) & (bins < BINS)
+        val = hann_lobe(bins - pos[..., None]) * ok  # [128, P, 4]
+        idx = bins.clamp(0, BINS - 1).long()
+        out = []
+        for r in self.rolloffs:
+            comb = torch.zeros(PITCHES, BINS, device=pos.device, dtype=val.dtype)
+            out.append(comb.scatter_add(1, idx.flatten(1), (val * r[None, :, None]).flatten(1)))
+        return torch.cat(out)  # [2·128, 1081]: roll-off major
+
+    def heads(self, h: torch.Tensor) -> dict:
+        """Frame features [B, T, C] -> {"mag": [B, 2, T, 1081], "pitch_logits": [B, T, 128]}."""
+        b, t, _ = h.shape
+        g = self.groups
+        logits = self.pitch(h)
+        gate = torch.sigmoid(logits)  # [B, T, 128]
+        # The gain only shades a pitch by e^±2 around its group's envelope: a pitch sounds only where its gate
+        # is open, so the gates (supervised with the notes) cannot be bypassed by a large gain.
+        amp = gate[:, :, None] * torch.exp(2 * torch.tanh(self.gain(h).view(b, t, g, PITCHES) / 2))  # [B, T, G, 128]
+        mix = torch.sigmoid(self.rolloff(h)).view(b, t, g, 2, 1)
+        src = (amp[:, :, :, None] * mix).reshape(b, t, g, 2 * PITCHES)  # roll-off major, as combs()
+        harm = torch.matmul(src, self.combs())  # [B, T, G, 1081]
+        env = torch.exp(torch.matmul(self.env(h).view(b, t, g, -1).clamp(max=8), self.env_interp))
+        noise = torch.exp(torch.matmul(self.noise(h).clamp(max=8), self.noise_interp))  # [B, T, 1081]
+        mid = (harm * env).sum(2) + noise
+        side = torch.tanh(torch.matmul(self.side(h), self.side_interp))
+        return {"mag": torch.stack([mid * (1 + side), mid * (1 - side)], 1), "pitch_logits": logits}
+
+    def forward(self, z: torch.Tensor) -> dict:
+        """Whole sequence: latents [B, K, D] -> frame block k of every k (see ``heads``)."""
+        return self.heads(self.trunk(z))
+
+    def step(self, z: torch.Tensor, state: DecoderState) -> dict:
+        """Next latents [B, k, D] -> their 8k frames; updates ``state`` in place."""
+        return self.heads(self.trunk.step(z, state))
+
+    def init_state(self, batch: int, device=None, dtype=torch.float32) -> DecoderState:
+        return self.trunk.init_state(batch, device, dtype)
+
+
+class PlainDecoder(HarmonicDecoder):
+    """The baseline: the same trunk regressing each bin's log-magnitude (L and R) directly."""
+
+    def __init__(self, latent_dim: int = 128, width: int = 256, frame_width: int = 128, **_):
+        nn.Module.__init__(self)
+        self.trunk = DecoderTrunk(latent_dim, width, frame_width)
+        self.pitch = nn.Linear(frame_width, PITCHES)
+        self.out = nn.Linear(frame_width, 2 * BINS)
+        with torch.no_grad():
+            self.out.bias.fill_(math.log(1e-4))
+
+    def heads(self, h: torch.Tensor) -> dict:
+        b, t, _ = h.shape
+        mag = torch.exp(self.out(h).clamp(max=8)).view(b, t, 2, BINS).transpose(1, 2)
+        return {"mag": mag, "pitch_logits": self.pitch(h)}

@@ -1,0 +1,251 @@
+"""Demo codec v2: 48 kHz stereo <-> 25 Hz frames of 12 RVQ codes (1024 each), keeping the notes by design.
+
+    audio -> grid magnitudes (2160/240, rtpghi.py) -> encoder -> RVQ 12 × 1024 -> magnitude decoder
+          (harmonic.py: harmonic-plus-noise synthesiser, or the plain baseline) -> one phase by causal
+          RTPGHI -> inverse STFT
+
+Same token interface as SpectroStream (codes [B, K, 12] in 0..1023, 1920 samples per frame). Latencies:
+``encode_step`` on block k returns code frame k at once (the grid's frames of block k end with token k);
+``decode_step`` with code frame k returns token k − 1's audio (step 0 returns 1920 zeros). Whole sequence:
+K code frames decode to (K − 1)·1920 samples, as SpectroStream's ``decode``.
+
+Weights go to a safetensors file with the config in its metadata (``save_codec_v2``/``load_codec_v2``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from openmrt.codec.causal1d import CausalStack, StackState
+from openmrt.codec.harmonic import MAG_SCALE, DecoderState, HarmonicDecoder, PlainDecoder, encoder_bands
+from openmrt.codec.quantizer import ResidualVQ
+from openmrt.codec.rtpghi import (
+    DEFAULT_TOL,
+    FRAMES_PER_TOKEN,
+    HOP,
+    WIN,
+    PhaseState,
+    SynthesisState,
+    analysis,
+    init_phase_state,
+    init_synthesis_state,
+    rtpghi,
+    rtpghi_step,
+    synthesis,
+    synthesis_step,
+    window,
+)
+from openmrt.errors import CheckpointError, ConfigError
+from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
+from openmrt.streaming import StreamState
+
+FORMAT = "openmrt-codec-v2"
+
+
+@dataclass(frozen=True)
+class CodecV2Config:
+    name: str = "demo-v2"
+    decoder: str = "harmonic"  # or "plain" (the regression baseline)
+    latent_dim: int = 128
+    width: int = 256  # 25 Hz trunks
+    frame_width: int = 128  # 200 Hz layers
+    groups: int = 4  # timbre groups of the harmonic decoder
+    num_quantizers: int = 12
+    codebook_size: int = 1024
+    token_levels: int = 12
+    sample_rate: int = SAMPLE_RATE
+    channels: int = 2
+    hop: int = FRAME_SAMPLES
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> CodecV2Config:
+        d = json.loads(text)
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+
+def grid_magnitudes(audio: torch.Tensor, frames: int | None = None) -> torch.Tensor:
+    """Audio [B, N, 2] -> grid magnitudes in sinusoid units [B, 2, F, 1081] (the decoder's targets)."""
+    return analysis(audio, frames).abs() / MAG_SCALE
+
+
+@dataclass
+class EncoderState(StreamState):
+    prev: torch.Tensor  # [B, N=1920, 2] the previous block: block k's frames start 1920 samples back
+    stack: StackState
+
+
+class EncoderV2(nn.Module):
+    """Grid magnitudes [B, 2, 8K, 1081] -> latents [B, K, D]; latent k sees frames ≤ 8k + 7 (causal)."""
+
+    def __init__(self, latent_dim: int, width: int, frame_width: int):
+        super().__init__()
+        self.register_buffer("bands", encoder_bands(), persistent=False)
+        nb = self.bands.shape[1]
+        self.frame_in = nn.Linear(2 * nb, frame_width)
+        self.token_in = nn.Linear(FRAMES_PER_TOKEN * frame_width, width)
+        self.stack = CausalStack(width, (1, 2, 4, 1))
+        self.out = nn.Linear(width, latent_dim)
+
+    def _tokens(self, mag: torch.Tensor) -> torch.Tensor:
+        b, c, f, _ = mag.shape
+        x = (torch.log(torch.matmul(mag, self.bands) + 1e-5) + 7.0) / 3.0  # [B, 2, F, NB], roughly unit scale
+        x = F.gelu(self.frame_in(x.transpose(1, 2).reshape(b, f, -1)))
+        return self.token_in(x.reshape(b, f // FRAMES_PER_TOKEN, -1))
+
+    def forward(self, mag: torch.Tensor) -> torch.Tensor:
+        return self.out(self.stack(self._tokens(mag)))
+
+    def step(self, mag: torch.Tensor, state: StackState) -> torch.Tensor:
+        return self.out(self.stack.step(self._tokens(mag), state))
+
+
+@dataclass
+class DecodeState(StreamState):
+    decoder: DecoderState
+    phase: PhaseState  # CPU float64 (the heap walk runs in numba on the CPU)
+    synth: SynthesisState
+    steps: torch.Tensor  # [] int64, saturating at 1: step 0 returns the padding's span, silenced
+
+
+class CodecV2(nn.Module):
+    """The demo codec v2. Audio ``[B, N, 2]`` float at 48 kHz; codes ``[B, K, L]`` ints in 0..1023."""
+
+    sample_rate = SAMPLE_RATE
+    frame_samples = FRAME_SAMPLES
+    encoder_latency_frames = 0
+    decoder_latency_frames = 1
+
+    def __init__(self, config: CodecV2Config | None = None):
+        super().__init__()
+        self.config = c = config or CodecV2Config()
+        if c.decoder not in ("harmonic", "plain"):
+            raise ConfigError(f"codec v2 decoder {c.decoder!r}: use 'harmonic' or 'plain'")
+        self.encoder = EncoderV2(c.latent_dim, c.width, c.frame_width)
+        self.quantizer = ResidualVQ(c.num_quantizers, c.codebook_size, c.latent_dim)
+        cls = HarmonicDecoder if c.decoder == "harmonic" else PlainDecoder
+        self.decoder = cls(c.latent_dim, c.width, c.frame_width, groups=c.groups)
+        self.tol = DEFAULT_TOL
+
+    # ---------------------------------------------------------------------------------- whole sequence
+
+    def encode_latents(self, audio: torch.Tensor) -> torch.Tensor:
+        """[B, N, 2] -> latents [B, ceil(N / 1920), D] (zero-padded to whole frames)."""
+        return self.encoder(grid_magnitudes(audio))
+
+    def encode(self, audio: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:
+        """[B, N, 2] -> codes [B, ceil(N / 1920), L] int64."""
+        return self.quantizer.encode(self.encode_latents(audio), num_levels)
+
+    def decode_magnitudes(self, emb: torch.Tensor) -> dict:
+        """Embeddings [B, K, D] -> {"mag": grid magnitudes [B, 2, 8K, 1081] of blocks −1..K − 2,
+        "pitch_logits": [B, 8K, 128]}: output block k is the target frames 8k..8k + 7 of ``grid_magnitudes``."""
+        return self.decoder(emb)
+
+    def magnitudes_to_audio(self, mag: torch.Tensor) -> torch.Tensor:
+        """Decoder magnitudes [B, 2, 8K, 1081] -> audio [B, (K − 1)·1920, 2] (phase head + inverse STFT)."""
+        phase = rtpghi(mag.mean(1), self.tol).to(mag.device, mag.dtype)
+        return synthesis(torch.polar(mag * MAG_SCALE, phase[:, None].expand_as(mag)))
+
+    def decode_latents(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.magnitudes_to_audio(self.decode_magnitudes(emb)["mag"])
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [B, K, L] -> audio [B, (K − 1)·1920, 2]."""
+        return self.decode_latents(self.quantizer.decode(codes))
+
+    # ---------------------------------------------------------------------------------- streaming
+
+    def init_encode_state(self, batch: int, device=None, dtype=torch.float32) -> EncoderState:
+        return EncoderState(prev=torch.zeros(batch, FRAME_SAMPLES, 2, device=device, dtype=dtype),
+                            stack=self.encoder.stack.init_state(batch, device, dtype))
+
+    def encode_latents_step(self, block: torch.Tensor, state: EncoderState) -> torch.Tensor:
+        """Block k [B, 1920, 2] -> latent k [B, D]."""
+        if block.shape[1] != FRAME_SAMPLES:
+            raise ValueError(f"encode_step takes blocks of {FRAME_SAMPLES} samples, got {block.shape[1]}; buffer")
+        both = torch.cat([state.prev, block], 1)  # samples 1920(k − 1) .. 1920(k + 1)
+        frames = both.transpose(1, 2).unfold(-1, WIN, HOP)  # [B, 2, 8, 2160]
+        mag = torch.fft.rfft(frames * window(device=block.device), n=WIN).abs() / MAG_SCALE
+        state.prev.copy_(block)
+        return self.encoder.step(mag, state.stack)[:, 0]
+
+    def encode_step(self, block: torch.Tensor, state: EncoderState, num_levels: int | None = None) -> torch.Tensor:
+        """[B, 1920, 2] -> codes [B, L] of this block."""
+        return self.quantizer.encode(self.encode_latents_step(block, state), num_levels)
+
+    def init_decode_state(self, batch: int, device=None, dtype=torch.float32) -> DecodeState:
+        return DecodeState(self.decoder.init_state(batch, device, dtype), init_phase_state(batch),
+                           init_synthesis_state(batch, 2, device, dtype),
+                           torch.zeros((), dtype=torch.long, device=device))
+
+    def decode_latents_step(self, emb: torch.Tensor, state: DecodeState) -> torch.Tensor:
+        """Embedding of code frame k [B, D] -> audio of frame k − 1 [B, 1920, 2] (step 0: zeros)."""
+        mag = self.decoder.step(emb[:, None], state.decoder)["mag"]  # [B, 2, 8, 1081]
+        phase = rtpghi_step(mag.mean(1), state.phase, self.tol).to(mag.device, mag.dtype)
+        out = synthesis_step(torch.polar(mag * MAG_SCALE, phase[:, None].expand_as(mag)), state.synth)
+        out = out * (state.steps >= self.decoder_latency_frames).to(out.dtype)
+        state.steps.add_(1).clamp_(max=self.decoder_latency_frames)
+        return out
+
+    def decode_step(self, codes: torch.Tensor, state: DecodeState) -> torch.Tensor:
+        """Code frame k [B, L] -> audio [B, 1920, 2] of code frame k − 1."""
+        return self.decode_latents_step(self.quantizer.decode(codes), state)
+
+
+def save_codec_v2(model: CodecV2, path: str | Path, extra: dict | None = None, dtype=torch.float32) -> None:
+    """Weights (``dtype``: float32, or float16 for a half-size file) + config in the metadata, written
+    atomically. Loading casts back to float32."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": model.config.to_json(), **{k: str(v) for k, v in (extra or {}).items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def is_codec_v2_file(path: str | Path) -> bool:
+    """Whether ``path`` is a codec v2 weight file (for loaders that dispatch on the file's format)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except Exception:
+        return False
+
+
+def load_codec_v2(path: str | Path, device=None) -> CodecV2:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such codec v2 file")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a codec v2 file (format {meta.get('format')!r})")
+    model = CodecV2(CodecV2Config.from_json(meta["config"]))
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.to(device).eval()
+
+
+__all__ = ["CodecV2", "CodecV2Config", "grid_magnitudes", "is_codec_v2_file", "load_codec_v2", "save_codec_v2"]

@@ -1,0 +1,420 @@
+"""Training of the demo codec v2 (openmrt/codec/v2.py) on rendered shards.
+
+    openmrt train codec2 --data SHARDS [SHARDS ...] --eval-data HELDOUT --out RUN [--decoder plain] ...
+    torchrun --nproc_per_node N -m openmrt.cli train codec2 ...      (DDP; gloo on CPU, nccl on GPU)
+
+Per step: random crops of ``--crop`` token frames (token-aligned, so the shards' 25 Hz note labels line up)
+-> grid magnitudes (the targets: the analysis STFT, no overlap-add and no phase anywhere in the loss) ->
+encoder -> RVQ (straight-through, quantizer dropout, EMA codebook with k-means init and dead-code restarts,
+as train/codec.py) -> magnitude decoder. Loss: L1 of compressed magnitudes |X|^0.3 (weighted toward the
+partials; a log-magnitude L1 is dominated by the noise floor) + spectral convergence + a small log-magnitude
+L1 + ``--pitch-weight`` × BCE of the decoder's pitch gates against the notes the shards carry (so the code
+learns to carry pitch first) + the commitment loss.
+
+Batches are a pure function of (seed, step, rank); RUN/last.pt (models, optimizer, codebook statistics,
+step, RNG) is written atomically every ``--ckpt-every`` steps or ``--ckpt-minutes``, and rerunning the same
+command resumes. RUN/codec_v2.safetensors holds the latest weights, RUN/log.csv the losses, RUN/eval.csv the
+held-out figures: log-magnitude L1 on the grid, mel L1 and (``--eval-onsets``) note-onset F1 of the decoded
+audio (after the phase head) as a ratio to the original's, codebook perplexity per level.
+
+Imports nothing that needs soundfile/librosa/pretty_midi unless held-out evaluation is asked for, so the
+GPU image (torch, numpy, safetensors) can run it (scripts/device_train.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from openmrt.codec.harmonic import PITCHES
+from openmrt.codec.rtpghi import FRAMES_PER_TOKEN, HOP, PAD, WIN
+from openmrt.codec.v2 import CodecV2, CodecV2Config, grid_magnitudes, save_codec_v2
+from openmrt.errors import DataError
+from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
+from openmrt.train.codec_vq import CodebookLearner
+from openmrt.train.common import (
+    CSVLog,
+    cleanup_distributed,
+    cosine_lr,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    setup_distributed,
+)
+
+LOG_FLOOR = 1e-5
+
+
+class ShardAudio:
+    """Audio int16 [2, N] and note states int8 [T, 128] of every example in shard folders, read with numpy
+    alone (the shard format of openmrt/data/shards.py)."""
+
+    def __init__(self, roots: list[str | Path], min_frames: int = 1):
+        self.audio: list[np.ndarray] = []
+        self.notes: list[np.ndarray] = []
+        for root in roots:
+            root = Path(root)
+            index = root / "index.json"
+            if not index.is_file():
+                raise DataError(f"{root} has no index.json: not a shard folder (openmrt data compose --out ...)")
+            for s in json.loads(index.read_text())["shards"]:
+                try:
+                    with np.load(root / s["file"], allow_pickle=False) as z:
+                        audio, notes, offsets = z["audio"], z["notes"], z["offsets"]
+                except (OSError, ValueError, KeyError) as e:
+                    raise DataError(f"cannot read shard {root / s['file']}: {e}") from e
+                for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+                    if b - a >= min_frames:
+                        self.audio.append(audio[:, a * FRAME_SAMPLES:b * FRAME_SAMPLES])
+                        self.notes.append(notes[a:b])
+        if not self.audio:
+            raise DataError(f"{', '.join(map(str, roots))}: no examples of at least {min_frames} frames")
+        lengths = np.array([n.shape[0] for n in self.notes], np.float64)
+        self.p = lengths / lengths.sum()
+
+    def batch(self, rng: np.random.Generator, size: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token-aligned crops: audio [size, 1920·frames, 2] float32, note states [size, frames, 128] int8.
+        Near-silent crops are redrawn (up to 4 tries)."""
+        audio = np.zeros((size, frames * FRAME_SAMPLES, 2), np.float32)
+        notes = np.zeros((size, frames, PITCHES), np.int8)
+        for b in range(size):
+            for _ in range(4):
+                i = int(rng.choice(len(self.audio), p=self.p))
+                n = self.notes[i].shape[0]
+                f0 = int(rng.integers(0, max(1, n - frames + 1)))
+                m = min(frames, n - f0)
+                a = self.audio[i][:, f0 * FRAME_SAMPLES:(f0 + m) * FRAME_SAMPLES].T.astype(np.float32) / 32768.0
+                if np.sqrt(np.mean(a**2)) > 1e-3:
+                    break
+            audio[b, : len(a)] = a
+            notes[b, :m] = self.notes[i][f0:f0 + m]
+        return torch.from_numpy(audio), torch.from_numpy(notes)
+
+
+def frame_pitch_targets(notes: torch.Tensor) -> torch.Tensor:
+    """25 Hz note states [B, K, 128] -> 0/1 targets [B, 8K, 128] of the decoder's frames: frame g is centred
+    on sample 240 g − 840 and takes the label of the token frame there (before the clip: off)."""
+    k = notes.shape[1]
+    g = torch.arange(k * FRAMES_PER_TOKEN, device=notes.device)
+    centre = HOP * g + WIN // 2 - PAD  # the window's centre, in clip samples
+    tok = torch.div(centre, FRAME_SAMPLES, rounding_mode="floor")
+    on = (notes != 0).float()
+    out = on[:, tok.clamp(0, k - 1)]
+    return out * (tok >= 0).float()[None, :, None]
+
+
+def spectral_losses(pred: torch.Tensor, target: torch.Tensor) -> dict:
+    """Compressed-magnitude L1, spectral convergence and log-magnitude L1 of grid magnitudes [B, 2, F, 1081]."""
+    pred, target = pred.float(), target.float()
+    comp = (pred.clamp(min=0) + 1e-7).pow(0.3) - target.pow(0.3)
+    sc = torch.linalg.vector_norm(pred - target, dim=(1, 2, 3)) / torch.linalg.vector_norm(
+        target, dim=(1, 2, 3)).clamp(min=1e-4)
+    log = (torch.log(pred + LOG_FLOOR) - torch.log(target + LOG_FLOOR)).abs().mean()
+    return {"comp": comp.abs().mean(), "sc": sc.mean(), "logmag": log}
+
+
+class AutoEncoder(nn.Module):
+    """The training forward (DDP wraps it): audio -> latents -> VQ (straight-through) -> magnitudes."""
+
+    def __init__(self, codec: CodecV2, learner: CodebookLearner):
+        super().__init__()
+        self.codec, self.learner = codec, learner
+
+    def forward(self, target: torch.Tensor, keep: torch.Tensor):
+        z = self.codec.encoder(target)
+        q = None
+        z_dec = z
+        if bool(self.learner.initialised):
+            z_dec, q = self.learner.quantize(z.float(), keep)
+        return self.codec.decode_magnitudes(z_dec.to(z.dtype)), z, q
+
+
+def _keep_levels(rng: np.random.Generator, batch: int, levels: int, p: float) -> torch.Tensor:
+    drop = rng.random(batch) < p
+    return torch.as_tensor(np.where(drop, rng.integers(1, levels + 1, batch), levels))
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+class HeldoutJudge:
+    """Held-out figures of a codec v2 on fixed clips; the originals' onset F1 is computed once."""
+
+    def __init__(self, root: str | Path, count: int, seconds: float, onsets: bool, per_example: int | None = None,
+                 style: bool = False):
+        from openmrt.data.heldout import heldout_clips
+
+        self.clips = heldout_clips(root, count, seconds, per_example=per_example)
+        if not self.clips:
+            raise DataError(f"{root}: no held-out clips of {seconds} s")
+        self.onsets, self.style = onsets, style
+        self._orig: list[float] | None = None
+
+    def _f1(self, clip, audio: np.ndarray) -> float | None:
+        from openmrt.data.transcribe import transcribe_notes
+        from openmrt.eval.codec import onset_f1
+
+        end = len(audio) / SAMPLE_RATE
+        ref = [n for n in clip.notes if n[0] < end - 0.05]
+        if not ref:
+            return None
+        est = [n for n in transcribe_notes(audio.T, SAMPLE_RATE) if n[0] < end - 0.05]
+        return onset_f1(ref, est)[2]
+
+    @torch.no_grad()
+    def __call__(self, model: CodecV2, levels: int, batch: int = 4, oracle: bool = False) -> dict:
+        """``oracle``: score the clips' own grid magnitudes through the phase head instead of the decoder's
+        (the ceiling of any magnitude decoder with this phase head)."""
+        from openmrt.eval.codec import mel_l1, perplexity
+
+        was = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        logmag, mel, pitch_tp, pitch_fp, pitch_fn, codes_all, decoded = [], [], 0.0, 0.0, 0.0, [], []
+        for i in range(0, len(self.clips), batch):
+            clips = self.clips[i:i + batch]
+            x = torch.from_numpy(np.stack([c.audio for c in clips])).to(device)
+            target = grid_magnitudes(x)
+            codes = model.quantizer.encode(model.encoder(target), levels)
+            out = model.decode_magnitudes(model.quantizer.decode(codes))
+            if oracle:
+                out["mag"] = target
+            logmag.append(float((torch.log(out["mag"] + LOG_FLOOR) - torch.log(target + LOG_FLOOR)).abs().mean()))
+            notes = torch.from_numpy(np.stack([c.states for c in clips])).to(device)
+            on, pred = frame_pitch_targets(notes) > 0, out["pitch_logits"] > 0
+            pitch_tp += float((on & pred).sum())
+            pitch_fp += float((~on & pred).sum())
+            pitch_fn += float((on & ~pred).sum())
+            y = model.magnitudes_to_audio(out["mag"].float())
+            for b in range(x.shape[0]):
+                mel.append(float(mel_l1(x[b:b + 1, : y.shape[1]], y[b:b + 1])))
+            codes_all.append(codes.reshape(-1, codes.shape[-1]).cpu().numpy())
+            decoded += list(y.cpu().numpy())
+        res = {"clips": len(self.clips), "logmag_l1": float(np.mean(logmag)), "mel_l1": float(np.mean(mel)),
+               "pitch_f1": 2 * pitch_tp / max(1.0, 2 * pitch_tp + pitch_fp + pitch_fn),
+               "perplexity": [round(float(p), 1) for p in perplexity(np.concatenate(codes_all),
+                                                                     model.config.codebook_size)]}
+        if self.onsets:
+            if self._orig is None:
+                self._orig = [self._f1(c, c.audio[: len(y)]) for c, y in zip(self.clips, decoded, strict=True)]
+            pairs = [(o, self._f1(c, y)) for c, y, o in zip(self.clips, decoded, self._orig, strict=True)
+                     if o is not None]
+            fo, fd = np.mean([o for o, _ in pairs]), np.mean([d for _, d in pairs])
+            res.update({"onset_clips": len(pairs), "onset_f1_original": float(fo), "onset_f1_decoded": float(fd),
+                        "onset_f1_ratio": float(fd / fo) if fo > 0 else math.nan})
+        if self.style:
+            res.update(self._style_agreement(decoded))
+        model.train(was)
+        return res
+
+    def _style_agreement(self, decoded: list[np.ndarray]) -> dict:
+        """How often our demo style model gives the decoded clip the original's top-1 style (over every style
+        label of the data engine), and how often the original's top-1 is the clip's true style (context)."""
+        from openmrt.data.styles import STYLES
+        from openmrt.style import load_style
+        from openmrt.style.data import style_label
+
+        sm = load_style("demo")
+        names = list(STYLES)
+        text = sm.text_embeddings([style_label(n) for n in names])
+        text = text / np.linalg.norm(text, axis=1, keepdims=True)
+
+        def top1(audio: np.ndarray) -> int:
+            return int(np.argmax(text @ sm.embed_audio(np.ascontiguousarray(audio, np.float32))))
+
+        orig = [top1(c.audio[: len(y)]) for c, y in zip(self.clips, decoded, strict=True)]
+        dec = [top1(y) for y in decoded]
+        true = [names.index(c.style) if c.style in names else -1 for c in self.clips]
+        return {"style_top1_agreement": float(np.mean(np.array(orig) == np.array(dec))),
+                "style_top1_original_correct": float(np.mean(np.array(orig) == np.array(true)))}
+
+
+# ------------------------------------------------------------------------------------ the loop
+
+
+def train(args: argparse.Namespace) -> dict:
+    d = setup_distributed(None if args.device in (None, "auto") else args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    cfg = CodecV2Config(decoder=args.decoder, latent_dim=args.latent_dim, width=args.width,
+                        frame_width=args.frame_width, groups=args.groups)
+    levels = args.levels
+    torch.manual_seed(args.seed)
+    model = CodecV2(cfg).to(d.device).train()
+    learner = CodebookLearner(model.quantizer, levels, args.ema_decay, args.restart_every).to(d.device)
+    params = [p for n, p in model.named_parameters() if not n.startswith("quantizer")]
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.8, 0.99), weight_decay=0.0)
+    step = 0
+    ckpt = out / "last.pt"
+    if ckpt.exists():
+        state = load_checkpoint(ckpt)
+        if state.get("config") != cfg.to_json():
+            raise DataError(f"{ckpt} was trained with another configuration ({state.get('config')}); "
+                            "use the same flags to resume, or a new --out")
+        model.load_state_dict(state["model"])
+        learner.load_state_dict(state["learner"])
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        set_rng_state(state["rng"])
+        if d.main:
+            print(f"resuming {ckpt} at step {step}", flush=True)
+    data = ShardAudio(args.data, min_frames=args.crop)
+    judge = HeldoutJudge(args.eval_data, args.eval_clips, args.eval_seconds, args.eval_onsets) \
+        if args.eval_data and d.main else None
+    net: nn.Module = AutoEncoder(model, learner)
+    if d.world > 1:
+        ids = [d.local_rank] if d.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(net, device_ids=ids, broadcast_buffers=False)
+    log, eval_log = CSVLog(out / "log.csv", enabled=d.main), CSVLog(out / "eval.csv", enabled=d.main)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" \
+        else torch.autocast("cpu", enabled=False)
+    pos_weight = torch.tensor(args.pitch_pos_weight, device=d.device)  # ~4 % of pitch-frames sound: calibrate
+    last: dict = {}
+    t0 = last_ckpt = time.perf_counter()
+    stop = min(args.steps, args.stop_after or args.steps)
+    deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
+    while step < stop:
+        sched = step
+        if args.time_schedule and args.max_minutes and step >= args.warmup:  # the decay spans the time budget
+            done = (time.perf_counter() - t0) / (60 * args.max_minutes)
+            sched = args.warmup + int((args.steps - args.warmup) * min(1.0, done))
+        lr = cosine_lr(sched, args.lr, args.warmup, args.steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if step >= args.vq_start and not bool(learner.initialised):
+            with torch.no_grad():  # k-means on latents of a briefly trained encoder (a random one's collapse)
+                zs = [model.encoder(grid_magnitudes(data.batch(np.random.default_rng([args.seed, 10**9 + j, d.rank]),
+                                                               args.batch, args.crop)[0].to(d.device))).flatten(0, 1)
+                      for j in range(args.kmeans_batches)]
+            learner.kmeans_init(torch.cat(zs).float(), seed=args.seed)
+        rng = np.random.default_rng([args.seed, step, d.rank])
+        audio, notes = data.batch(rng, args.batch, args.crop)
+        audio, notes = audio.to(d.device), notes.to(d.device)
+        keep = _keep_levels(rng, args.batch, levels, args.quantizer_dropout).to(d.device)
+        with torch.no_grad():
+            target = grid_magnitudes(audio)
+        with autocast:
+            out_, z, q = net(target, keep)
+        spec = spectral_losses(out_["mag"], target)
+        pitch = F.binary_cross_entropy_with_logits(out_["pitch_logits"].float(), frame_pitch_targets(notes),
+                                                   pos_weight=pos_weight)
+        commit = F.mse_loss(z.float(), q["quantized"]) if q is not None else z.new_zeros(()).float()
+        loss = (spec["comp"] + args.sc_weight * spec["sc"] + args.logmag_weight * spec["logmag"]
+                + args.pitch_weight * pitch + args.commit_weight * commit)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, args.clip)
+        opt.step()
+        restarts = learner.update(q, torch.Generator().manual_seed(args.seed * 1_000_003 + step)) if q else 0
+        step += 1
+        now = time.perf_counter()
+        if d.main and (step % args.log_every == 0 or step == stop):
+            last = {"step": step, "lr": lr, "loss": loss.item(), **{k: v.item() for k, v in spec.items()},
+                    "pitch": pitch.item(), "commit": commit.item(), "restarts": restarts,
+                    "sec": round(now - t0, 1)}
+            log.write(last)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in last.items()}), flush=True)
+        timed_out = now >= deadline
+        if judge is not None and bool(learner.initialised) and (step % args.eval_every == 0 or step == stop
+                                                                or timed_out):
+            m = judge(model, levels)
+            ev = {"step": step, "sec": round(now - t0, 1),
+                  **{k: v for k, v in m.items() if isinstance(v, float | int)},
+                  **{f"perplexity_l{i}": p for i, p in enumerate(m["perplexity"])}}
+            eval_log.write(ev)
+            print(json.dumps({"eval": ev}), flush=True)
+        if d.main and (step % args.ckpt_every == 0 or step == stop or timed_out
+                       or now - last_ckpt >= 60 * args.ckpt_minutes):
+            save_checkpoint(ckpt, model=model, learner=learner, optimizer=opt, step=step, config=cfg.to_json())
+            save_codec_v2(model, out / "codec_v2.safetensors", extra={"step": step})
+            last_ckpt = now
+        if timed_out:
+            break
+    cleanup_distributed()
+    return last
+
+
+def evaluate(argv: list[str] | None = None) -> dict:
+    """``python -m openmrt.train.codec2 --codec FILE --data HELDOUT``: the held-out figures of a codec v2 file
+    (default: the first 24 consecutive 8 s clips, as docs/models.md scores every demo codec)."""
+    ap = argparse.ArgumentParser(description="held-out figures of a demo codec v2 file")
+    ap.add_argument("--codec", required=True)
+    ap.add_argument("--data", required=True, help="held-out shard folder (never trained on)")
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--per-example", type=int, help="at most this many clips per example (default: all that fit)")
+    ap.add_argument("--levels", type=int, default=12)
+    ap.add_argument("--no-onsets", action="store_true")
+    ap.add_argument("--style", action="store_true", help="also the demo style model's top-1 agreement")
+    ap.add_argument("--oracle", action="store_true", help="the clips' true magnitudes through the phase head")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
+    args = ap.parse_args(argv)
+    from openmrt.codec.v2 import load_codec_v2
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    judge = HeldoutJudge(args.data, args.clips, args.seconds, not args.no_onsets, args.per_example, args.style)
+    res = {"codec": str(args.codec), **judge(load_codec_v2(args.codec), args.levels, oracle=args.oracle),
+           "eval_s": round(time.perf_counter() - t0, 1)}
+    text = json.dumps(res, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return res
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", required=True, help="training shard folder(s) (openmrt data compose)")
+    p.add_argument("--eval-data", help="held-out shard folder (not in --data) for the periodic evaluation")
+    p.add_argument("--out", required=True, help="run folder: last.pt, codec_v2.safetensors, log.csv, eval.csv")
+    p.add_argument("--decoder", choices=("harmonic", "plain"), default="harmonic",
+                   help="harmonic-plus-noise synthesiser, or the plain regression baseline")
+    p.add_argument("--latent-dim", type=int, default=128)
+    p.add_argument("--width", type=int, default=256, help="channels of the 25 Hz layers")
+    p.add_argument("--frame-width", type=int, default=128, help="channels of the 200 Hz layers")
+    p.add_argument("--groups", type=int, default=4, help="timbre groups of the harmonic decoder")
+    p.add_argument("--levels", type=int, default=12, help="RVQ levels")
+    p.add_argument("--steps", type=int, default=20000, help="length of the LR schedule")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--crop", type=int, default=32, help="token frames per example (25 = 1 s)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--sc-weight", type=float, default=1.0)
+    p.add_argument("--logmag-weight", type=float, default=0.1)
+    p.add_argument("--pitch-weight", type=float, default=1.0, help="weight of the pitch-gate BCE against the notes")
+    p.add_argument("--pitch-pos-weight", type=float, default=5.0, help="BCE weight of sounding pitch-frames")
+    p.add_argument("--commit-weight", type=float, default=1.0)
+    p.add_argument("--quantizer-dropout", type=float, default=0.5)
+    p.add_argument("--ema-decay", type=float, default=0.98)
+    p.add_argument("--restart-every", type=int, default=200)
+    p.add_argument("--kmeans-batches", type=int, default=32)
+    p.add_argument("--vq-start", type=int, default=300, help="unquantized steps before the codebook's k-means init")
+    p.add_argument("--eval-clips", type=int, default=20)
+    p.add_argument("--eval-seconds", type=float, default=8.0)
+    p.add_argument("--eval-onsets", action="store_true", help="also note-onset F1 after the phase head (basic-pitch)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--ckpt-minutes", type=float, default=3.0, help="also checkpoint after this many minutes")
+    p.add_argument("--stop-after", type=int, help="stop at this step (the schedule still spans --steps)")
+    p.add_argument("--max-minutes", type=float, help="stop (evaluate, checkpoint) after this much wall time")
+    p.add_argument("--time-schedule", action="store_true", help="with --max-minutes: the LR decays over the time "
+                   "budget instead of --steps (a time-boxed run on a machine of unknown speed; not reproducible)")
+
+
+if __name__ == "__main__":
+    evaluate()
