@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from openmrt import hub
-from openmrt.engine.bundle import bundle_from_spec, choose_auto, load_bundle
+from openmrt.engine.bundle import bundle_from_spec, load_bundle
 from openmrt.errors import ConfigError
 from openmrt.hub_download import download, fetch_gcs
 
