@@ -47,6 +47,11 @@ def test_checkpoint_round_trip_and_refusals(ckpt, tmp_path):
         load_codec(tmp_path / "cut.safetensors")
     with pytest.raises(CheckpointError, match="no codec 'nowhere'"):
         load_codec("nowhere")
+    from openmrt.weights import save_tensors
+
+    save_tensors(tmp_path / "lm.safetensors", {"x": torch.zeros(1)}, kind="openmrt-lm", config="{}")
+    with pytest.raises(CheckpointError, match="openmrt-lm file, not a codec"):
+        load_codec(tmp_path / "lm.safetensors")
 
 
 def test_files_from_before_the_one_config_key_still_load(tmp_path):

@@ -205,6 +205,11 @@ def test_style_embed_cli(tmp_path, capsys):
     assert main(["style", "embed", "--style", str(path), "--audio", str(wav)]) == 0
     assert len(capsys.readouterr().out.strip().split(",")) == 12
     assert main(["style", "embed", "--style", str(path)]) == 1  # neither --text nor --audio
+    # no --style: the shipped demo style model, and it says so; the text tokens match the library call's
+    assert main(["style", "embed", "--text", "disco funk", "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    assert "style model demo" in out.err
+    assert out.out.strip() == ",".join(map(str, StyleModel.load().tokens_for([("disco funk", 1.0)])))
 
 
 def test_generate_embeds_prompts_through_the_style_source(tmp_path, monkeypatch):

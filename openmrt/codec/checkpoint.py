@@ -86,6 +86,8 @@ def load_codec(spec: str | Path | None = None, device: torch.device | str = "cpu
     meta = read_metadata(path, "codec checkpoint")
     if meta.get("kind") == KIND or "codec_config" in meta:
         return load_codec_file(path, device)
+    if meta.get("kind", "").startswith("openmrt-"):
+        raise CheckpointError(f"{path} is an {meta['kind']} file, not a codec")
     return _official(path, encoder, need_encoder, device)
 
 

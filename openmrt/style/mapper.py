@@ -66,7 +66,7 @@ class Mapper(nn.Module):
     def sample(self, c: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """One step: text embeddings c [B, D] and noise [B, D] -> L2-normalised audio-space embeddings [B, D]."""
         b = c.shape[0]
-        x = self(noise, torch.zeros(b), torch.ones(b), c)
+        x = self(noise, c.new_zeros(b), c.new_ones(b), c)
         return F.normalize(x, dim=-1)
 
 

@@ -48,6 +48,15 @@ class StyleModel(StyleSource):
         self.use_mapper = (mapper is not None) if use_mapper is None else bool(use_mapper)
         self.seed = int(seed)
         self.info: dict = {}
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> StyleModel:
+        """Run the towers and the mapper on ``device`` (inputs and outputs stay numpy arrays)."""
+        self.device = torch.device(device)
+        for net in (self.audio_net, self.text_net, self.mapper):
+            if net is not None:
+                net.to(self.device)
+        return self
 
     @property
     def name(self) -> str:
@@ -61,7 +70,7 @@ class StyleModel(StyleSource):
     @torch.no_grad()
     def text_embeddings(self, texts: list[str]) -> np.ndarray:
         """texts -> float32 [B, D] plain text-tower embeddings (unit norm; no mapper)."""
-        return self.text_net(self.tokenizer(texts)).numpy()
+        return self.text_net(self.tokenizer(texts).to(self.device)).cpu().numpy()
 
     @torch.no_grad()
     def map_text(self, emb: np.ndarray, seed: int | None = None) -> np.ndarray:
@@ -70,7 +79,8 @@ class StyleModel(StyleSource):
             raise ConfigError("style model: this model file has no mapper")
         e = np.array(np.atleast_2d(emb), dtype=np.float32)  # a writable copy for torch
         noise = np.tile(seeded_noise(self.seed if seed is None else seed, self.dim), (len(e), 1))
-        out = self.mapper.sample(torch.from_numpy(e), torch.from_numpy(noise)).numpy()
+        out = self.mapper.sample(torch.from_numpy(e).to(self.device), torch.from_numpy(noise).to(self.device))
+        out = out.cpu().numpy()
         return out.reshape(np.shape(emb))
 
     def embed_text(self, text: str) -> np.ndarray:
@@ -80,7 +90,7 @@ class StyleModel(StyleSource):
     @torch.no_grad()
     def mel_embeddings(self, mels: torch.Tensor) -> np.ndarray:
         """log-mel clips [B, n_mels, F] -> float32 [B, D] (unit norm)."""
-        return self.audio_net(mels).numpy()
+        return self.audio_net(mels.to(self.device)).cpu().numpy()
 
     def embed_audio(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """[T, 2] audio -> [D]: 16 kHz mono log-mels cut into clip_seconds clips (the last padded with silence;
