@@ -172,7 +172,7 @@ class Frames:
 # wlm: openmrt.lm.generate.make_generator(model, "eager"|"int8"|"graphs", batch_size=, ...),
 #      openmrt.engine.players.Players(model, capacity, cuda_graph=) (many players, one model) and
 #      openmrt.lm.graphs.graph_vs_eager(model, cond, seed=) (the GPU token self-check).
-# wcodec: openmrt.codec.fast.prepare_decoder(codec, precision="f32"|"bf16", batch=) (CPU decode) and
+# wcodec: openmrt.codec.fast.prepare_decoder(codec, precision="f32"|"bf16"|"int8", batch=) (CPU) and
 #      FrameStream(bundle, pipeline=True, threads=, decoder=) (LM and codec on two threads).
 # An API missing on this branch makes its settings "unavailable" rows, not a crash.
 
@@ -225,7 +225,7 @@ def codec_step(kind: str, codec, streams: int):
     if next(codec.parameters()).device.type != "cpu":
         raise Unavailable("the fast codec decode is for the CPU")
     try:
-        return prepare_decoder(codec, precision={"fast": "f32", "fast-bf16": "bf16"}[kind], batch=streams)
+        return prepare_decoder(codec, precision=kind.partition("-")[2] or "f32", batch=streams)
     except ConfigError as e:  # e.g. bf16 on a CPU without bf16 convolutions
         raise Unavailable(str(e)) from None
 
@@ -259,13 +259,14 @@ class Pipelined:
 LM_SETTINGS = {"eager": "LM step in eager PyTorch", "int8": "int8 LM weights (CPU)",
                "graphs": "LM frame as one CUDA graph", "players": "Players batch (CUDA graphs on CUDA)"}
 CODEC_SETTINGS = {"ref": "SpectroStream.decode_step", "fast": "prepacked oneDNN decode, f32 (CPU)",
-                  "fast-bf16": "prepacked oneDNN decode, bf16 (CPU)"}
+                  "fast-bf16": "prepacked oneDNN decode, bf16 (CPU with AVX-512 BF16 / AMX)",
+                  "fast-int8": "prepacked decode, int8 GEMMs for the largest layers (CPU)"}
 PIPELINE = "pipeline"  # suffix: LM and codec as two stages on two threads (FrameStream), one stream
 DEFAULT = {"cpu": ["eager"], "cuda": ["eager", "graphs"]}  # without --best
 # --best: openmrt's fastest known (setting, LM dtype) candidates per device; the available ones run
 # and the fastest measured is marked. CPU: bf16 LM ~2x f32 at 2 threads (docs/benchmarks.md, LM).
-BEST = {"cpu": [("int8+fast-bf16+pipeline", "float32"), ("int8+fast+pipeline", "float32"),
-                ("int8+fast-bf16", "float32"), ("eager", "bfloat16")],
+BEST = {"cpu": [("int8+fast-int8+pipeline", "float32"), ("int8+fast-bf16+pipeline", "float32"),
+                ("int8+fast+pipeline", "float32"), ("eager", "bfloat16")],
         "cuda": [("graphs", "bfloat16"), ("eager", "bfloat16")]}
 
 

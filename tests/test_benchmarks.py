@@ -118,6 +118,9 @@ ap.add_argument("--warmup", type=int); ap.add_argument("--frames", type=int); ap
 a = ap.parse_args()
 with open(__file__ + ".log", "a") as f:
     f.write(" ".join(sys.argv[1:]) + "\\n")
+if a.mode == "lm":  # a peer process that hangs: the benchmark must time it out and go on
+    import time
+    time.sleep(600)
 scale = {"f32": 100.0, "bf16": 300.0}[a.dtype] * {"system": 1.0, "lm": 0.6, "codec": 0.3}[a.mode]
 json.dump({"frames_ms": [scale + i for i in range(a.frames)], "threads": {"avg_busy_cores": 1.5},
            "loadavg_start": [0.1, 0, 0], "loadavg_end": [9.0, 0, 0], "setup_s": {"build": 1.0, "compile": 2.0},
@@ -153,3 +156,20 @@ def test_realtime_peer_rows_interleaved_rounds(tmp_path):
     assert rows[("official", "bfloat16", "frame")].get("fastest") is None
     assert rows[("official", "float32", "codec")]["p50_ms"] == pytest.approx(31.5)
     assert rows[("openmrt", "float32", "frame")]["unavailable"] is True
+
+
+def test_realtime_times_out_a_hung_process_and_goes_on(tmp_path):
+    peer = tmp_path / "peer"
+    peer.mkdir()
+    (peer / "bench.py").write_text(FAKE_PEER)
+    out = tmp_path / "t.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "realtime.py"), "--device", "cpu",
+                        "--model", "mrt2_small", "--settings", "graphs", "--peer", "official", "--peer-dir", str(peer),
+                        "--peer-python", sys.executable, "--peer-parts", "lm", "system", "--threads", "1",
+                        "--rounds", "1", "--frames", "4", "--timeout", "5", "--out", str(out)],
+                       env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    rows = {r["part"]: r for r in doc["rows"] if r["impl"] == "official"}
+    assert rows["lm"]["frames"] == 0 and "timed out after 5 s" in rows["lm"]["error"]
+    assert rows["frame"]["frames"] == 4 and doc["complete"] is True  # the next configuration still ran
