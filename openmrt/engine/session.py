@@ -216,9 +216,9 @@ class Session:
             self.stream.reset(seed)
             if self._reset_target is not None:
                 sd = self._reset_target
-                if (self.seed, self.seed_rotation) != self._target_seeds:  # the seed changed: the RNG restarts
+                if (self.seed, self.seed_rotation) != self._target_seeds:  # the seed changed: new noise from here on
                     fresh = self.stream.state_dict()
-                    sd = {k: (fresh[k] if k.endswith("rng") else v) for k, v in sd.items()}
+                    sd = {k: (fresh[k] if k == "lm.seed" else v) for k, v in sd.items()}
                 self.stream.load_state_dict(sd)
             self._fade = True
 
