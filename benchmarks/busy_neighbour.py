@@ -1,6 +1,6 @@
 """Offline generation speed with and without a busy neighbour process, as JSON.
 
-    python3 benchmarks/busy_neighbour.py [--model random:tiny] [--seconds 8] [--out benchmarks/results/busy_neighbour.json]
+    python3 benchmarks/busy_neighbour.py [--model random:tiny] [--seconds 8] [--out FILE.json]
 
 Renders ``--seconds`` of audio the way ``openmrt generate`` does (``FrameStream`` + ``render``)
 and reports frames per second, first on the machine as it is ("idle") and then with one
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
             time.sleep(1.0)
         try:
             for setting in args.settings:
-                row = {"neighbour": neighbour, "load_average": os.getloadavg()[0], **_fps(bundle, args.seconds, setting)}
+                load = os.getloadavg()[0]
+                row = {"neighbour": neighbour, "load_average": load, **_fps(bundle, args.seconds, setting)}
                 result["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr)
         finally:

@@ -1,6 +1,6 @@
 """SpectroStream speed: streaming decode ms per 40 ms frame and encode throughput, as JSON.
 
-    python3 benchmarks/codec.py [--threads 1 2] [--frames 100] [--impls reference fast-f32 fast-bf16] [--out results.json]
+    python3 benchmarks/codec.py [--threads 1 2] [--frames 100] [--impls reference fast-f32 ...] [--out results.json]
 
 For each width (full = the official codec, narrow = ¼ channels) and device (CPU, plus CUDA when
 available) it reports:
@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
-
 import os  # noqa: E402
+
+from common import machine  # noqa: E402
 
 from openmrt.codec import FRAME_SAMPLES, SpectroStream  # noqa: E402
 from openmrt.codec.fast import bf16_supported, prepare_decoder  # noqa: E402
@@ -75,16 +75,24 @@ def bench(preset: str, device: torch.device, frames: int, warmup: int, impls: li
     codec = SpectroStream(codec_config(preset)).eval().to(device)
     codes = torch.randint(0, 1024, (frames + warmup, 1, 12), device=device)
     out = {"preset": preset, "width": codec.config.width, "params": sum(p.numel() for p in codec.parameters())}
+    decoders = {}
     for impl in impls:
         if impl == "reference":
-            dec = codec
-        elif device.type != "cpu" or (impl == "fast-bf16" and not bf16_supported()):
-            continue
-        else:
-            dec = prepare_decoder(codec, impl.removeprefix("fast-"))
-        state = dec.init_decode_state(1, device=device)
-        ms = _time_steps(lambda c, dec=dec, state=state: dec.decode_step(c, state), list(codes), device, warmup)
-        out["decode_step_ms" if impl == "reference" else f"decode_step_ms_{impl}"] = _stats(ms)
+            decoders[impl] = codec
+        elif device.type == "cpu" and not (impl == "fast-bf16" and not bf16_supported()):
+            decoders[impl] = prepare_decoder(codec, impl.removeprefix("fast-"))
+    states = {k: d.init_decode_state(1, device=device) for k, d in decoders.items()}
+    ms = {k: [] for k in decoders}
+    for i, c in enumerate(codes):  # implementations take turns frame by frame: a shared machine's load hits all alike
+        for k, d in decoders.items():
+            _sync(device)
+            t = time.perf_counter()
+            d.decode_step(c, states[k])
+            _sync(device)
+            if i >= warmup:
+                ms[k].append(1000 * (time.perf_counter() - t))
+    for k, v in ms.items():
+        out["decode_step_ms" if k == "reference" else f"decode_step_ms_{k}"] = _stats(v)
     if not encode:
         return out
 

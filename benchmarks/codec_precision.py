@@ -3,8 +3,9 @@
     python3 benchmarks/codec_precision.py [--frames 100] [--out benchmarks/results/codec_precision.json]
 
 For each precision of ``openmrt.codec.fast.prepare_decoder`` (f32, int8 for the big
-low-resolution layers, and bf16 where the CPU has fast bfloat16 convolutions) it streams codes through ``decode_step`` and compares the audio with the
-reference ``SpectroStream.decode_step`` in float32: SNR in dB (signal = reference audio, noise =
+low-resolution layers, and bf16 where the CPU has fast bfloat16 convolutions) it streams codes
+through ``decode_step`` and compares the audio with the reference ``SpectroStream.decode_step`` in
+float32: SNR in dB (signal = reference audio, noise =
 difference; goal ≥ 25 dB) and mel L1 (openmrt.eval.codec.mel_l1, natural-log mel magnitudes;
 0 = identical), raw decoder audio and after the official int16 output stage. Weights: the seeded
 full-size golden codec (shared/golden/seeded, as tests/test_codec_golden.py); codes: the golden's

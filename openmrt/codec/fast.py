@@ -1,6 +1,6 @@
 """Fast CPU inference for the SpectroStream decoder step: prepacked oneDNN weights, fewer copies.
 
-    fast = prepare_decoder(codec, precision="f32")  # or "bf16" (CPUs with AVX-512 BF16 / AMX)
+    fast = prepare_decoder(codec, precision="f32")  # or "int8", or "bf16" (CPUs with AVX-512 BF16 / AMX)
     state = fast.init_decode_state(batch)
     audio = fast.decode_step(codes, state)  # [B, L] -> [B, 1920, 2], as SpectroStream.decode_step
 
@@ -17,6 +17,11 @@ Why it is faster than ``SpectroStream.decode_step`` on a CPU (docs/benchmarks.md
 ``precision="f32"`` equals the reference decode to float rounding; ``"bf16"`` stores activations
 and weights in bfloat16 (accumulation in float32 inside oneDNN), measured in
 benchmarks/codec_precision.py; it needs AVX-512 BF16 or AMX (oneDNN has no bf16 conv on AVX2).
+``"int8"`` runs the layers with ≥ 1 M weights (input linears, input residual unit, decoder_0,
+decoder_1's transposed conv: 110 of the 143 MB) as fbgemm int8 GEMMs (per-channel int8 weights,
+activations quantized per call, AVX2 ``vpmaddubsw`` or VNNI) and the high-resolution, compute-bound
+layers in float32: those few positions make weight traffic the cost, which int8 quarters.
+No precision changes the streaming contract or the state layout; none is a default anywhere.
 
 The returned object delegates everything else (``encode``, ``decode``, ``quantizer``, ...) to the
 original codec, whose float32 weights it shares.
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openmrt.codec.decoder import _HALF_STAGES, _MERGED_STAGES, FREQ_IN, Decoder
-from openmrt.codec.layers import CausalConv2d, CausalConvTranspose2d, ConvState, ConvTState, split_halves
+from openmrt.codec.layers import CausalConv2d, CausalConvTranspose2d, split_halves
 from openmrt.codec.model import DecodeStreamState, SpectroStream
 from openmrt.codec.stft import init_istft_state, istft_step
 from openmrt.codec.units import UpUnit
@@ -164,7 +169,7 @@ class _ConvT8(_ConvT):
 
 
 def _make_conv(conv: CausalConv2d, in_shape: tuple[int, ...], dtype: torch.dtype, int8: bool) -> _Conv:
-    return _Conv8(conv, in_shape, dtype) if int8 and conv.weight.numel() >= INT8_MIN_WEIGHTS else _Conv(conv, in_shape, dtype)
+    return (_Conv8 if int8 and conv.weight.numel() >= INT8_MIN_WEIGHTS else _Conv)(conv, in_shape, dtype)
 
 
 def _make_convt(conv: CausalConvTranspose2d, in_shape: tuple[int, ...], dtype: torch.dtype, int8: bool) -> _ConvT:
