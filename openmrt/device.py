@@ -40,9 +40,14 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The LM's compute dtype: ``auto``/None = bfloat16 on CUDA, float32 on the CPU."""
+    """The LM's compute dtype: ``auto``/None = bfloat16 on CUDA, float32 on the CPU; ``int8`` keeps a
+    float32 model (the int8 weights are packed from it when a stream starts)."""
     if isinstance(name, torch.dtype):
         return name
+    if name == "int8":
+        if device.type != "cpu":
+            raise ConfigError("--dtype int8 runs on the CPU only; on a GPU use --dtype auto (bfloat16)")
+        return torch.float32
     if name in (None, "", "auto"):
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
@@ -54,8 +59,10 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
 def add_device_args(p: argparse.ArgumentParser) -> None:
     """``--device`` and ``--dtype`` for a command that runs a model."""
     p.add_argument("--device", default="auto", help="compute device: auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="auto", help="LM compute dtype: auto (bfloat16 on CUDA, float32 on CPU), "
-                                                   "float32, bfloat16")
+    p.add_argument("--dtype", default="auto",
+                   help="compute precision: auto (the fastest measured setting on this device: bfloat16 + CUDA graphs "
+                        "on a GPU; on a CPU int8 LM weights and a bfloat16/int8 codec for full-size models, float32 "
+                        "for small ones), float32 (exact), bfloat16, int8 (CPU)")
 
 
 def free_cores() -> int:

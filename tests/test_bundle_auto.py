@@ -68,7 +68,7 @@ def test_load_bundle_moves_and_says_what_it_picked(capsys):
     assert next(b.lm.parameters()).dtype == torch.bfloat16
     assert next(b.codec.parameters()).dtype == torch.float32  # the codec stays float32
     err = capsys.readouterr().err
-    assert "random:tiny+demo on cpu (bfloat16 LM)" in err and "noise" in err
+    assert "random:tiny+demo on cpu (bfloat16 eager LM, f32 codec" in err and "noise" in err
     load_bundle("auto", device="cpu")
     assert "running on the CPU" in capsys.readouterr().err
 
@@ -100,3 +100,31 @@ def test_models_list_shows_what_plays(capsys):
         assert "partly shipped" in demo and "codec + style model only" in demo
         with pytest.raises(CheckpointError, match="openmrt models download mrt2_small"):
             load_bundle("demo")
+
+
+def test_speed_follows_dtype_model_width_and_cores(monkeypatch):
+    """--dtype auto on a CPU: int8 LM + reduced-precision codec only for full-size models, exact float32
+    otherwise; float32 is exact everywhere; the pipeline needs two free cores."""
+    import dataclasses
+
+    import openmrt.codec.fast as fast
+    from openmrt.engine import bundle as bmod
+    from openmrt.engine.bundle import Speed, choose_speed
+
+    b = random_bundle("tiny", "demo")
+    monkeypatch.setattr(fast, "bf16_supported", lambda: False)
+    monkeypatch.setattr(bmod, "free_cores", lambda: 2)
+    assert choose_speed(b, "auto") == Speed("eager", "f32", True)
+    assert choose_speed(b, None) == Speed("eager", "f32", True)
+    assert choose_speed(b, "float32") == Speed("eager", "f32", True)
+    assert choose_speed(b, "int8") == Speed("int8", "int8", True)
+    monkeypatch.setattr(bmod, "free_cores", lambda: 1)
+    assert not choose_speed(b, "auto").pipeline
+    cfg = b.lm.cfg
+    b.lm.cfg = dataclasses.replace(cfg, temporal=dataclasses.replace(cfg.temporal, dim=1024))  # mrt2_small's width
+    b.codec.config = dataclasses.replace(b.codec.config, width=1.0)
+    assert choose_speed(b, "auto") == Speed("int8", "int8", False)
+    monkeypatch.setattr(fast, "bf16_supported", lambda: True)
+    assert choose_speed(b, "auto") == Speed("int8", "bf16", False)
+    assert choose_speed(b, "float32") == Speed("eager", "f32", False)
+    b.lm.cfg = cfg

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ import torch
 from openmrt import hub
 from openmrt.codec.model import SpectroStream
 from openmrt.config import codec_config, lm_config
-from openmrt.device import resolve_device, resolve_dtype
+from openmrt.device import free_cores, resolve_device, resolve_dtype
 from openmrt.errors import CheckpointError, ConfigError
 from openmrt.frame import FRAME_SAMPLES
 from openmrt.lm.model import Depthformer
@@ -30,6 +30,26 @@ log = logging.getLogger(__name__)
 RANDOM_DECODER_RMS = 0.1
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How a bundle's frames run (docs/benchmarks.md has what each costs and changes).
+
+    lm: "eager" (exact), "int8" (CPU: int8 weights, >= 95 % greedy agreement on mrt2_small) or "graphs"
+        (CUDA graphs of the whole frame step); see openmrt.lm.generate.
+    codec: "reference" (SpectroStream.decode_step), or openmrt.codec.fast's CPU decoder: "f32" (equal to
+        the reference to float rounding), "bf16" (38 dB SNR) or "int8" (30 dB SNR).
+    pipeline: the codec decode on its own thread, overlapping the next frame's LM (+1 frame of latency).
+    """
+
+    lm: str = "eager"
+    codec: str = "reference"
+    pipeline: bool = False
+
+    def describe(self) -> str:
+        codec = "reference codec" if self.codec == "reference" else f"{self.codec} codec"
+        return f"{self.lm} LM, {codec}" + (", 2-stage pipeline" if self.pipeline else "")
+
+
 @dataclass
 class Bundle:
     name: str
@@ -37,10 +57,13 @@ class Bundle:
     codec: SpectroStream
     style: object | None = None  # a StyleSource (openmrt.style), when the bundle has one
     noise: bool = False  # random weights: what plays is noise (the commands say so)
+    speed: Speed = field(default_factory=Speed)  # how streams of this bundle run (load_bundle picks it)
+    prepared: dict = field(default_factory=dict, repr=False)  # packed LM / fast codec, made once per setting
 
     def to(self, device: torch.device | str, lm_dtype: torch.dtype = torch.float32) -> Bundle:
         self.lm.to(device=device, dtype=lm_dtype)
         self.codec.to(device=device)  # the codec stays f32, as in the official code
+        self.prepared.clear()  # packed weights are snapshots of the old place
         return self
 
 
@@ -94,12 +117,40 @@ def load_bundle(spec: str, seed: int = 0, device: str | torch.device | None = No
         spec, reason = choose_auto(dev)
     bundle = _load(spec, seed)
     bundle.to(dev, lm_dtype)
-    where = f"{dev} ({str(lm_dtype).removeprefix('torch.')} LM)"
+    bundle.speed = choose_speed(bundle, dtype)
+    where = f"{dev} ({str(lm_dtype).removeprefix('torch.')} {bundle.speed.describe()})"
     print(f"openmrt: model {bundle.name} on {where}" + (f": {reason}" if reason else ""), file=sys.stderr)
     if bundle.noise:
         print("openmrt: WARNING: random weights: this plays noise, at a safe level (about -26 dBFS); "
               "`openmrt models list` shows the trained bundles", file=sys.stderr)
     return bundle
+
+
+FULL_WIDTH_LM = 512  # below this int8 does not pay on the CPU (demo 0.95x, tiny 1.17x the float32 frame time)
+
+
+def choose_speed(bundle: Bundle, dtype: str | torch.dtype | None = "auto") -> Speed:
+    """The frame setting for ``--dtype`` on the bundle's device: ``auto`` is the fastest measured one
+    (docs/benchmarks.md); ``float32``/``bfloat16`` keep the LM exact; ``int8`` asks for int8 on the CPU.
+    The CPU pipelines LM and codec when two cores are free."""
+    from openmrt.codec.fast import bf16_supported
+
+    dev = next(bundle.lm.parameters()).device
+    name = "auto" if dtype is None else dtype if isinstance(dtype, str) else "explicit"
+    if dev.type == "cuda":
+        return Speed(lm="graphs" if name in ("", "auto") else "eager")
+    wide = bundle.lm.cfg.temporal.dim >= FULL_WIDTH_LM
+    full_codec = bundle.codec.config.width >= 1.0
+    reduced = "bf16" if bf16_supported() else "int8"
+    if name in ("", "auto"):
+        lm, codec = ("int8", reduced) if wide else ("eager", reduced if full_codec else "f32")
+    elif name == "int8":
+        lm, codec = "int8", reduced
+    else:
+        lm, codec = "eager", "f32"
+    if next(bundle.lm.parameters()).dtype != torch.float32 and lm == "int8":
+        lm = "eager"  # int8 packs from a float32 model
+    return Speed(lm=lm, codec=codec, pipeline=free_cores() >= 2)
 
 
 def _load(spec: str, seed: int) -> Bundle:

@@ -29,9 +29,10 @@ import torch
 from openmrt import tokens as tk
 from openmrt.codec.output import official_output
 from openmrt.device import free_cores
-from openmrt.engine.bundle import Bundle
+from openmrt.controls import DEFAULTS
+from openmrt.engine.bundle import Bundle, Speed
 from openmrt.frame import FRAME_SAMPLES
-from openmrt.lm.generate import LMGenerator
+from openmrt.lm.generate import make_generator
 
 FRAME = FRAME_SAMPLES  # samples per frame at 48 kHz (kept for importers)
 
@@ -41,27 +42,53 @@ def stage_threads(stages: int = 2) -> int:
     return max(1, free_cores() // stages)
 
 
+def _packed(bundle: Bundle, setting: str):
+    """The LM's inference weights for ``setting``, packed once per bundle (a stream restart reuses them)."""
+    from openmrt.lm.packed import pack
+
+    key = ("lm", setting == "int8")
+    if key not in bundle.prepared:
+        bundle.prepared[key] = pack(bundle.lm, setting == "int8")
+    return bundle.prepared[key]
+
+
+def _decoder(bundle: Bundle, precision: str):
+    """The codec stage for ``precision`` ("reference" or one of openmrt.codec.fast's), made once per bundle."""
+    if precision == "reference":
+        return bundle.codec
+    key = ("codec", precision)
+    if key not in bundle.prepared:
+        from openmrt.codec.fast import prepare_decoder
+
+        bundle.prepared[key] = prepare_decoder(bundle.codec, precision)
+    return bundle.prepared[key]
+
+
 class FrameStream:
     """Args:
         bundle: the models.
         seed: seeds sampling; ``reset(seed)`` restarts the stream with another.
         guidance: optional batched-CFG scales (extra LM rows), see ``LMGenerator``.
-        pipeline: run the codec on its own thread (one more frame of latency); None = when ≥ 2
-            cores are free.
+        speed: LM setting, codec precision and pipelining (default ``bundle.speed``, which
+            ``load_bundle`` picks from ``--dtype``; a bundle made directly runs exact and sequential).
+        pipeline: overrides ``speed.pipeline``: run the codec on its own thread (one more frame of
+            latency).
         threads: intra-op torch threads per stage (default: free cores split over two stages).
-        decoder: the codec stage (default ``bundle.codec``); must decode like ``SpectroStream``.
+        decoder: the codec stage (default from ``speed.codec``); must decode like ``SpectroStream``.
     """
 
-    def __init__(self, bundle: Bundle, seed: int = 0, temperature: float = 1.3, top_k: int = 40,
-                 guidance: dict[str, float] | None = None, pipeline: bool | None = False,
-                 threads: int | None = None, decoder=None):
+    def __init__(self, bundle: Bundle, seed: int = DEFAULTS["seed"], temperature: float = DEFAULTS["temperature"],
+                 top_k: int = DEFAULTS["top_k"], guidance: dict[str, float] | None = None,
+                 pipeline: bool | None = None, threads: int | None = None, decoder=None, speed: Speed | None = None):
         self.bundle = bundle
-        self.lm = LMGenerator(bundle.lm, guidance=guidance, temperature=temperature, top_k=top_k, seed=seed)
-        self.codec = decoder if decoder is not None else bundle.codec
+        self.speed = speed = speed or bundle.speed
+        self.lm = make_generator(bundle.lm, speed.lm, guidance=guidance, temperature=temperature, top_k=top_k,
+                                 seed=seed, packed=_packed(bundle, speed.lm))
+        self.codec = decoder if decoder is not None else _decoder(bundle, speed.codec)
         self.device = next(bundle.codec.parameters()).device
         self.codec_state = self.codec.init_decode_state(1, self.device)
         self.levels = bundle.lm.cfg.num_levels
-        self.pipeline = free_cores() >= 2 if pipeline is None else bool(pipeline)
+        self.pipeline = speed.pipeline if pipeline is None else bool(pipeline)
         self.threads = threads or stage_threads()
         self.latency_frames = bundle.codec.decoder_latency_frames + int(self.pipeline)
         torch.set_num_threads(self.threads)  # this (the stepping) thread's budget; the worker sets its own
@@ -136,9 +163,10 @@ class FrameStream:
             worker.shutdown(wait=False)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The stream's state. Pipelined: after the in-flight decode finishes (its audio is still returned
+        by the next step here; a stream loaded from this state starts with one silent frame instead)."""
         if self._pending is not None:
-            raise RuntimeError("a pipelined stream cannot be saved mid-frame: its next audio is in flight; "
-                               "save it from a sequential stream (pipeline=False)")
+            self._pending.result()
         sd = {f"lm.{k}": v for k, v in self.lm.state_dict().items()}
         sd.update({f"codec.{k}": v for k, v in self.codec_state.state_dict().items()})
         sd["frames_out"] = torch.tensor(self.frames_out)

@@ -210,6 +210,7 @@ class Session:
         with self._lock:
             if self._pending_guidance is not None:  # new LM rows: a fresh stream (its state no longer fits)
                 self.guidance, self._pending_guidance = self._pending_guidance, None
+                self.stream.close()
                 self.stream = FrameStream(self.bundle, seed=self.seed, guidance=self.guidance or None)
                 self._reset_target = None
             seed = self.seed + self.seed_rotation
