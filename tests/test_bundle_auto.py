@@ -50,15 +50,35 @@ def test_cuda_without_official_bundles_falls_back(tmp_path):
     assert "no official bundle is installed for the GPU" in reason
 
 
-def test_cpu_never_picks_an_official_bundle(official):
-    """The old rule picked mrt2_base when a GPU was present and then ran it on the CPU."""
+def test_cpu_picks_mrt2_small_only_when_it_keeps_real_time(official, monkeypatch):
+    """The old rule picked mrt2_base when a GPU was present and then ran it on the CPU. Now a CPU gets
+    mrt2_small only when the warm-up timing says it keeps real time, and never mrt2_base."""
+    monkeypatch.setattr(bundle_mod, "cpu_keeps_up", lambda name: (False, "90 ms per 40 ms frame"))
     name, reason = choose_auto("cpu", search=[official])
-    assert name not in ("mrt2_small", "mrt2_base") and "CPU" in reason
+    assert name not in ("mrt2_small", "mrt2_base") and "CPU" in reason and "too slow" in reason and "90 ms" in reason
+    monkeypatch.setattr(bundle_mod, "cpu_keeps_up", lambda name: (name != "demo", "30 ms per 40 ms frame"))
+    name, reason = choose_auto("cpu", search=[official])
+    assert name == "mrt2_small" and "keeps real time" in reason and "30 ms" in reason
+
+
+def test_cpu_realtime_check_is_timed_once_per_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+
+    def measure(name):
+        calls.append(name)
+        return 35.0
+
+    assert bundle_mod.cpu_keeps_up("mrt2_small", measure)[0]  # 35 ms: within the 10 % margin
+    assert bundle_mod.cpu_keeps_up("mrt2_small", measure)[0] and calls == ["mrt2_small"]  # cached
+    assert not bundle_mod.cpu_keeps_up("mrt2_base", lambda name: 37.0)[0]  # 37 ms: too close to 40
+    assert bundle_mod.cpu_keeps_up("demo", measure)[0] and calls == ["mrt2_small"]
 
 
 def test_cpu_picks_the_demo_when_complete_and_asks_the_hook(official, demo_lm, monkeypatch):
+    monkeypatch.setattr(bundle_mod, "cpu_keeps_up", lambda name: (name == "demo", "x"))
     assert choose_auto("cpu", search=[official])[0] == "demo"
-    monkeypatch.setattr(bundle_mod, "cpu_keeps_up", lambda name: False)  # e.g. a failed warm-up check
+    monkeypatch.setattr(bundle_mod, "cpu_keeps_up", lambda name: (False, "x"))  # e.g. a failed warm-up check
     name, reason = choose_auto("cpu", search=[official])
     assert name == "random:tiny" and "random weights" in reason
 

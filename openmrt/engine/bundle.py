@@ -20,7 +20,7 @@ from openmrt.codec.model import SpectroStream
 from openmrt.config import codec_config, lm_config
 from openmrt.device import free_cores, resolve_device, resolve_dtype
 from openmrt.errors import CheckpointError, ConfigError
-from openmrt.frame import FRAME_SAMPLES
+from openmrt.frame import FRAME_MS, FRAME_SAMPLES
 from openmrt.lm.model import Depthformer
 
 log = logging.getLogger(__name__)
@@ -173,12 +173,63 @@ def _load(spec: str, seed: int) -> Bundle:
 BASE_GPU_BYTES = 20e9  # mrt2_base in bfloat16 plus caches; below this a GPU gets mrt2_small
 
 
-def cpu_keeps_up(name: str) -> bool:
-    """Whether bundle ``name`` plays in real time on this machine's CPU.
+WARMUP_FRAMES, TIMED_FRAMES = 4, 16
+REAL_TIME_MARGIN = 0.9  # keep up with 10 % to spare: a frame period over 36 ms at p90 is too close
 
-    Hook: only the demo bundle is known to; a warm-up check (e.g. timing a few mrt2_small frames) goes here,
-    and ``choose_auto`` then offers mrt2_small on CPUs that pass it."""
-    return name == "demo"
+
+def cpu_frame_ms(preset: str) -> float:
+    """p90 frame period in ms of ``preset``'s LM with its codec (random weights: speed does not depend on
+    them) at the fastest CPU setting, pipelined when two cores are free (about 20 s for mrt2_small)."""
+    import time
+
+    import numpy as np
+
+    from openmrt import tokens as tk
+    from openmrt.engine.frames import FrameStream
+
+    codec = "spectrostream" if preset.startswith("mrt2") else "demo"
+    b = Bundle(preset, Depthformer(lm_config(preset)).eval(), SpectroStream(codec_config(codec)).eval())
+    b.speed = choose_speed(b, "auto")
+    stream = FrameStream(b)
+    cond = tk.make_conditioning()
+    times = []
+    for i in range(WARMUP_FRAMES + TIMED_FRAMES):
+        t0 = time.perf_counter()
+        stream.step(cond)
+        if i >= WARMUP_FRAMES:
+            times.append((time.perf_counter() - t0) * 1e3)
+    stream.close()
+    return float(np.percentile(times, 90))
+
+
+def cpu_keeps_up(name: str, measure=cpu_frame_ms) -> tuple[bool, str]:
+    """(whether bundle ``name`` plays in real time on this machine's CPU, why). The demo bundle is sized to;
+    an official bundle is timed once per machine (cached in ~/.cache/openmrt/cpu_realtime.json, keyed by
+    CPU, cores and torch version) with ``measure``."""
+    if name == "demo":
+        return True, "the demo bundle is sized for 2 CPU cores"
+    import json
+    import os
+    import platform
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "openmrt" / "cpu_realtime.json"
+    key = f"{name}|{platform.processor() or platform.machine()}|{len(os.sched_getaffinity(0))}|{torch.__version__}"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        print(f"openmrt: timing {name} on this CPU once (about 20 s) to see whether it keeps real time...",
+              file=sys.stderr)
+        known[key] = measure(name)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(known, indent=1))
+        except OSError:
+            pass  # a read-only home only costs the next run the same 20 s
+    ms = known[key]
+    ok = ms <= REAL_TIME_MARGIN * FRAME_MS
+    return ok, f"{ms:.0f} ms per 40 ms frame (p90) at the fastest CPU setting here"
 
 
 def choose_auto(device: torch.device | str | None = None, search: list[Path] | None = None,
@@ -200,12 +251,17 @@ def choose_auto(device: torch.device | str | None = None, search: list[Path] | N
             why = "installed" + ("" if gpu_bytes >= BASE_GPU_BYTES else f"; the GPU's {gb} is too small for mrt2_base")
             return "mrt2_small", why
     where = "no official bundle is installed for the GPU" if dev.type == "cuda" else "running on the CPU"
-    if hub.is_installed(specs["demo"]) and cpu_keeps_up("demo"):
-        return "demo", f"{where}; the demo bundle plays in real time there"
-    return "random:tiny", (
-        f"{where}, and no trained bundle that plays there is installed (the demo LM is not in this package yet), "
-        "so this plays random weights; `openmrt models list` shows the options"
-    )
+    notes = []
+    if dev.type == "cpu" and hub.is_installed(specs["mrt2_small"], search):
+        ok, why = cpu_keeps_up("mrt2_small")
+        if ok:
+            return "mrt2_small", f"installed, and it keeps real time on this CPU: {why}"
+        notes.append(f"mrt2_small is installed but too slow on this CPU ({why})")
+    if hub.is_installed(specs["demo"]) and cpu_keeps_up("demo")[0]:
+        return "demo", "; ".join([where, *notes, "the demo bundle plays in real time there"])
+    return "random:tiny", "; ".join([
+        where, *notes, "no trained bundle that plays there is installed (the demo LM is not in this package yet), "
+        "so this plays random weights; `openmrt models list` shows the options"])
 
 
 def bundle_from_spec(spec: hub.BundleSpec, search: list[Path] | None = None) -> Bundle:
