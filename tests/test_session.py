@@ -198,14 +198,23 @@ def test_malformed_controls_while_playing(bundle):
     assert session.control_errors == 0
 
 
-def test_latency_breakdown_adds_up(bundle):
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_latency_breakdown_adds_up(bundle, pipeline):
+    import dataclasses
+
     from openmrt.engine.latency import STAGES, measure
 
-    result = measure(bundle, trials=5, buffer_samples=2048)
-    assert result["trials"] >= 4
+    speed = bundle.speed
+    bundle.speed = dataclasses.replace(speed, pipeline=pipeline)
+    try:
+        result = measure(bundle, trials=5, buffer_samples=2048)
+    finally:
+        bundle.speed = speed
+    assert result["trials"] >= 4 and result["latency_frames"] == 1 + pipeline
     med = {s: result["stages"][s][50] for s in STAGES}
-    parts = med["frame_boundary_ms"] + med["lm_ms"] + med["codec_ms"] + med["lookahead_ms"] + med["buffer_ms"]
+    parts = sum(med[s] for s in STAGES if s != "total_ms")
     assert med["total_ms"] > med["lookahead_ms"] > 0  # the codec's one-frame lookahead is always paid
+    assert (med["pipeline_ms"] > 0) == pipeline  # the pipelined stream's extra frame shows as its own stage
     assert abs(parts - med["total_ms"]) < 0.5 * med["total_ms"]  # medians of parts ~ median of the whole
 
 

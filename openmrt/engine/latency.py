@@ -2,9 +2,10 @@
 
 A live session plays into a wall-clock sink; note-ons are injected at random times. A note that
 arrives at time τ is first read by the frame loop at the next control snapshot (frame f); frame
-f's tokens become audio one step later (the codec's one-frame lookahead, frame f + 1's step);
-those samples then wait in the buffer until the device reads them at time r. Latency = r − τ,
-broken down into those stages.
+f's tokens become audio one step later (the codec's one-frame lookahead, frame f + 1's step), or
+two when the stream is pipelined (the codec decodes on its own thread while the LM makes the next
+frame: ``pipeline_ms``); those samples then wait in the buffer until the device reads them at time r.
+Latency = r − τ, broken down into those stages.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from openmrt.engine.bundle import Bundle
 from openmrt.engine.session import FrameInput, Session
 from openmrt.engine.sink import ClockSink
 
-STAGES = ("frame_boundary_ms", "lm_ms", "codec_ms", "lookahead_ms", "buffer_ms", "total_ms")
+STAGES = ("frame_boundary_ms", "lm_ms", "codec_ms", "lookahead_ms", "pipeline_ms", "buffer_ms", "total_ms")
 
 
 def measure(bundle: Bundle, trials: int = 40, buffer_samples: int = 2048, block: int = 480,
@@ -63,12 +64,13 @@ def measure(bundle: Bundle, trials: int = 40, buffer_samples: int = 2048, block:
     read_t = np.array([t for t, _ in reads])
     read_pos = np.array([p for _, p in reads])
     rows = []
+    trail = session.stream.latency_frames  # steps from a frame's tokens to its audio
     for tau in injected:
         f = int(np.searchsorted(snaps, tau))  # first snapshot at or after the note
-        if f + 1 >= len(frames):
+        if f + trail >= len(frames):
             continue
-        this, nxt = frames[f], frames[f + 1]
-        k = int(np.searchsorted(read_pos, nxt.start_sample, side="right"))  # first read past its start
+        this, nxt, sounding = frames[f], frames[f + 1], frames[f + trail]
+        k = int(np.searchsorted(read_pos, sounding.start_sample, side="right"))  # first read past its start
         if k >= len(read_t):
             continue
         r = read_t[k]
@@ -77,10 +79,11 @@ def measure(bundle: Bundle, trials: int = 40, buffer_samples: int = 2048, block:
             "lm_ms": this.lm_ms,
             "codec_ms": this.codec_ms,
             "lookahead_ms": (nxt.t_written - (this.t_snapshot + this.compute_ms / 1e3)) * 1e3,
-            "buffer_ms": (r - nxt.t_written) * 1e3,
+            "pipeline_ms": (sounding.t_written - nxt.t_written) * 1e3,
+            "buffer_ms": (r - sounding.t_written) * 1e3,
             "total_ms": (r - tau) * 1e3,
         })
     summary = {s: {q: round(float(np.percentile([row[s] for row in rows], q)), 2) for q in (50, 95, 99)}
                for s in STAGES} if rows else {}
-    return {"trials": len(rows), "buffer_samples": buffer_samples, "device_block": block,
+    return {"trials": len(rows), "buffer_samples": buffer_samples, "device_block": block, "latency_frames": trail,
             "dropped_frames": session.stats().dropped_frames, "stages": summary}
