@@ -24,7 +24,6 @@ benchmark peer, never imported) in the same rounds, on the same seeded weights.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -168,60 +167,36 @@ class Frames:
         return audio
 
 
-# ==== INTEGRATION TABLE: the parallel branches' APIs, wired in one place ========================
-# wlm: openmrt.lm.generate.make_generator(model, "eager"|"int8"|"graphs", batch_size=, ...),
-#      openmrt.engine.players.Players(model, capacity, cuda_graph=) (many players, one model) and
-#      openmrt.lm.graphs.graph_vs_eager(model, cond, seed=) (the GPU token self-check).
-# wcodec: openmrt.codec.fast.prepare_decoder(codec, precision="f32"|"bf16"|"int8", batch=) (CPU) and
-#      FrameStream(bundle, pipeline=True, threads=, decoder=) (LM and codec on two threads).
-# An API missing on this branch makes its settings "unavailable" rows, not a crash.
-
-
-def _make_generator():
-    try:
-        from openmrt.lm.generate import make_generator  # wlm
-    except ImportError:
-        return None
-    return make_generator
+# ==== The settings: openmrt.lm.generate.make_generator (eager / int8 / graphs), openmrt.engine.players,
+# openmrt.codec.fast.prepare_decoder (f32 / bf16 / int8 CPU decode) and FrameStream(pipeline=True).
 
 
 def lm_step(kind: str, model, streams: int, seed: int):
     """An object with ``step(cond [B, 144]) -> tokens [B, 12]`` for the LM setting ``kind``."""
+    from openmrt.engine.players import Players
     from openmrt.errors import ConfigError
-    from openmrt.lm.generate import LMGenerator
+    from openmrt.lm.generate import make_generator
 
     kw = dict(temperature=1.3, top_k=40, seed=seed)
-    mg = _make_generator()
     if kind == "players":
-        try:
-            from openmrt.engine.players import Players  # wlm
-        except ImportError:
-            raise Unavailable("openmrt.engine.players (wlm) is not on this branch") from None
         cuda = next(model.parameters()).device.type == "cuda"
         players = Players(model, capacity=streams, cuda_graph=cuda)
         for i in range(streams):
             players.join(seed=seed + i, temperature=1.3, top_k=40)
         return players  # on CUDA the first (warm-up) frame captures the one size it needs
-    if mg is None:
-        if kind == "eager":
-            return LMGenerator(model, batch_size=streams, **kw)  # main before wlm's graph-safe step
-        raise Unavailable(f"LM setting {kind!r} needs make_generator (wlm), not on this branch")
     try:
-        return mg(model, kind, batch_size=streams, **kw)
+        return make_generator(model, kind, batch_size=streams, **kw)
     except ConfigError as e:  # e.g. graphs on the CPU, int8 of a bf16 model
         raise Unavailable(str(e)) from None
 
 
 def codec_step(kind: str, codec, streams: int):
     """A codec with ``init_decode_state(B, device)`` and ``decode_step(codes, state)``."""
+    from openmrt.codec.fast import prepare_decoder
     from openmrt.errors import ConfigError
 
     if kind == "ref":
         return codec
-    try:
-        from openmrt.codec.fast import prepare_decoder  # wcodec
-    except ImportError:
-        raise Unavailable("openmrt.codec.fast (wcodec) is not on this branch") from None
     if next(codec.parameters()).device.type != "cpu":
         raise Unavailable("the fast codec decode is for the CPU")
     try:
@@ -238,10 +213,7 @@ class Pipelined:
     def __init__(self, bundle, lm, codec, threads: int, seed: int):
         from openmrt.engine.frames import FrameStream
 
-        try:
-            self.fs = FrameStream(bundle, seed=seed, pipeline=True, threads=threads, decoder=codec)
-        except TypeError:
-            raise Unavailable("FrameStream(pipeline=True) (wcodec) is not on this branch") from None
+        self.fs = FrameStream(bundle, seed=seed, pipeline=True, threads=threads, decoder=codec)
         self.fs.lm = lm
         notes = [0] * 128
         for p in (60, 64, 67):
@@ -286,26 +258,13 @@ def split_setting(setting: str) -> tuple[str, str, bool]:
 def unavailable(setting: str, device: torch.device, streams: int = 1) -> str | None:
     """Why ``setting`` cannot run here (cheap checks, no model built), or None."""
     lm, codec, pipe = split_setting(setting)
-    if lm in ("int8", "graphs") and _make_generator() is None:
-        return f"LM setting {lm!r} needs make_generator (wlm), not on this branch"
-    if lm == "players" and importlib.util.find_spec("openmrt.engine.players") is None:
-        return "openmrt.engine.players (wlm) is not on this branch"
     if lm == "graphs" and device.type != "cuda":
         return "CUDA graphs need --device cuda"
     if lm == "int8" and device.type != "cpu":
         return "the int8 LM is for the CPU"
-    if codec != "ref":
-        if device.type != "cpu":
-            return "the fast codec decode is for the CPU"
-        if importlib.util.find_spec("openmrt.codec.fast") is None:
-            return "openmrt.codec.fast (wcodec) is not on this branch"
+    if codec != "ref" and device.type != "cpu":
+        return "the fast codec decode is for the CPU"
     if pipe:
-        import inspect
-
-        from openmrt.engine.frames import FrameStream
-
-        if "pipeline" not in inspect.signature(FrameStream).parameters:
-            return "FrameStream(pipeline=True) (wcodec) is not on this branch"
         if streams != 1 or lm == "players":
             return "the pipelined FrameStream plays one stream"
     return None
@@ -322,10 +281,8 @@ def make_frames(setting: str, bundle, streams: int, seed: int, threads: int = 1)
 
 def graph_vs_eager(model, cond: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(eager tokens, graph tokens) [T, 12] of one stream with the same seeded (hashed) noise."""
-    try:
-        from openmrt.lm.graphs import graph_vs_eager as check  # wlm
-    except ImportError:
-        raise Unavailable("openmrt.lm.graphs.graph_vs_eager (wlm) is not on this branch") from None
+    from openmrt.lm.graphs import graph_vs_eager as check
+
     if next(model.parameters()).device.type != "cuda":
         raise Unavailable("CUDA graphs need a CUDA device")
     return check(model, cond, seed=seed)
