@@ -239,19 +239,21 @@ def cmd_play(args: argparse.Namespace) -> int:
                       buffer_samples=args.buffer, seed=controls.seed, seed_rotation=controls.seed_rotation,
                       guidance=guidance)
     live.on_reset = session.reset
+    session.on_fault = lambda line: _stderr(f"openmrt: {line}")  # model faults, a lost sound card: said once
     target = LiveTarget(session, live, has_style=source is not None, echo=_stderr)
     with contextlib.ExitStack() as on_exit:  # whatever opened is closed again, also when a later step fails
         on_exit.callback(style.close)
         on_exit.callback(target.close)
-        out = AudioOutput(session.read, device=args.audio_device)  # opened first: no sound card, nothing started
+        out = AudioOutput(session.read, device=args.audio_device,  # opened first: no sound card, nothing started
+                          on_lost=session.pause)  # the card went away: pause, keep the state and the recording
         if args.record:
-            out.recorder = Recorder(args.record)
+            out.recorder = Recorder(args.record, on_error=lambda line: _stderr(f"openmrt: {line}"))
             on_exit.callback(lambda: (out.recorder.close(), _stderr(f"recorded {args.record}")))
         midi = None
         if args.midi is not None:
             from openmrt.io.midi import MidiInput
 
-            midi = MidiInput(target, port=args.midi or None, backend=args.midi_backend)
+            midi = MidiInput(target, port=args.midi or None, backend=args.midi_backend, echo=_stderr)
             on_exit.callback(lambda: (midi.close(), _stderr(
                 f"openmrt: MIDI received {midi.received} messages ({midi.rejected} rejected)")))
             _stderr(f"openmrt: MIDI input {midi.name!r} ({midi.backend})")

@@ -4,6 +4,10 @@ Live: `MidiInput` opens a named port or creates a virtual input "openmrt" and fe
 `LiveControls`) from rtmidi's callback thread. On Linux without an ALSA sequencer (/dev/snd/seq), virtual ports need
 a running JACK server; `find_backend` picks the ALSA sequencer when it works, else JACK (shared/notes/environment.md).
 
+A named port that vanishes (the controller unplugged, its client gone) is noticed by a watch thread, which
+releases the port's notes (no stuck notes), says so once, and reopens the port when it shows up again; the stream
+plays on meanwhile.
+
 Files: `MidiTimeline.from_file` schedules note and controller events on 40 ms frame indices, so offline generation
 can feed a `NoteTracker` frame by frame exactly as the live loop would see them.
 """
@@ -15,6 +19,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +136,9 @@ def _match_port(want: str, names: Sequence[str]) -> str:
 
 class MidiInput:
     """A live MIDI input feeding `target`. `port=None` creates the virtual input `virtual_name` for other software
-    (a DAW, a sequencer) to connect to. Bad values are logged and counted (`rejected`), never raised."""
+    (a DAW, a sequencer) to connect to. Bad values are logged and counted (`rejected`), never raised. A named port
+    is watched every `watch_s` seconds: when it vanishes, `reconnects` attempts reopen it until it is back
+    (`connected`); `echo` gets one line when it goes and one when it is back."""
 
     def __init__(
         self,
@@ -139,11 +146,18 @@ class MidiInput:
         port: str | None = None,
         virtual_name: str = VIRTUAL_PORT,
         backend: str | None = None,
+        watch_s: float = 1.0,
+        echo: Any = None,
     ) -> None:
         self.target = target
         self.received = self.rejected = 0
+        self.reconnects = 0  # attempts to reopen a vanished port
+        self.connected = True
+        self.echo = echo or (lambda line: log.warning("%s", line))
         self.backend = find_backend(backend)
-        be = _backend(self.backend)
+        be = self._be = _backend(self.backend)
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
         try:
             if port is None:
                 self.name = virtual_name
@@ -158,6 +172,46 @@ class MidiInput:
                     if port is None else "check the name: `openmrt devices` lists the MIDI inputs")
             raise ConfigError(f"cannot open MIDI input {port or virtual_name!r} ({self.backend}): {e}; {hint}") from e
         log.info("MIDI: listening on %r (%s)", self.name, self.backend)
+        if port is not None:
+            self._watch = threading.Thread(target=self._watch_port, args=(watch_s,), name="openmrt-midi-watch",
+                                           daemon=True)
+            self._watch.start()
+
+    def _present(self) -> bool:
+        try:
+            return self.name in self._be.get_input_names()
+        except Exception:  # the MIDI system itself went away (JACK stopped): the port is gone too
+            return False
+
+    def _watch_port(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self._check()
+            except Exception:  # the watch must outlive anything a MIDI system does
+                log.exception("MIDI: port watch failed")
+
+    def _check(self) -> None:
+        """One look at the port: notice it vanished, or try to reopen it."""
+        if self.connected:
+            if self._present():
+                return
+            self.connected = False
+            with contextlib.suppress(Exception):
+                self._port.close()
+            with contextlib.suppress(Exception):
+                self.target.all_notes_off()  # its note-offs will never come
+            self.echo(f"openmrt: MIDI input {self.name!r} vanished; reconnecting while the music plays on")
+            return
+        self.reconnects += 1
+        if not self._present():
+            return
+        try:
+            self._port = self._be.open_input(self.name, callback=self._on_message)
+        except Exception as e:
+            log.warning("MIDI: reopening %r failed: %s", self.name, e)
+            return
+        self.connected = True
+        self.echo(f"openmrt: MIDI input {self.name!r} is back")
 
     def _on_message(self, msg: Any) -> None:
         # Runs on rtmidi's thread: nothing may escape, or the port stops delivering.
@@ -172,7 +226,11 @@ class MidiInput:
             log.exception("MIDI: error handling %s", msg)
 
     def close(self) -> None:
-        self._port.close()
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join()
+        if self.connected:
+            self._port.close()
 
     def __enter__(self) -> MidiInput:
         return self
