@@ -28,8 +28,8 @@ import torch
 
 from openmrt import tokens as tk
 from openmrt.codec.output import official_output
-from openmrt.controls import DEFAULTS
 from openmrt.device import free_cores
+from openmrt.controls import DEFAULTS
 from openmrt.engine.bundle import Bundle, Speed
 from openmrt.frame import FRAME_SAMPLES
 from openmrt.lm.generate import make_generator
