@@ -52,6 +52,17 @@ def handle_message(target: ControlTarget, msg: Any) -> bool:
     return True
 
 
+def decode(raw: Any) -> Any:
+    """One message's bytes -> a mido message; ControlError (naming the bytes) for anything mido cannot read."""
+    import mido
+
+    try:
+        return mido.Message.from_bytes(list(raw))
+    except Exception as e:  # mido raises ValueError, IndexError or TypeError for malformed bytes
+        shown = " ".join(f"{b:02x}" for b in list(raw)[:16]) if isinstance(raw, bytes | bytearray | list) else raw
+        raise ControlError(f"not a MIDI message: [{shown}] ({type(e).__name__}: {e})") from e
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Live ports
 
@@ -162,11 +173,11 @@ class MidiInput:
             if port is None:
                 self.name = virtual_name
                 # The client is named too (else "RtMidiIn Client"); not "openmrt", which the audio client takes.
-                self._port = be.open_input(virtual_name, virtual=True, client_name=MIDI_CLIENT,
-                                           callback=self._on_message)
+                self._port = self._take_raw(be.open_input(virtual_name, virtual=True, client_name=MIDI_CLIENT,
+                                                          callback=self._on_message))
             else:
                 self.name = _match_port(port, be.get_input_names())
-                self._port = be.open_input(self.name, callback=self._on_message)
+                self._port = self._take_raw(be.open_input(self.name, callback=self._on_message))
         except (SystemError, OSError, RuntimeError) as e:
             hint = ("try the other MIDI system: --midi-backend jack (with a JACK server running) or alsa"
                     if port is None else "check the name: `openmrt devices` lists the MIDI inputs")
@@ -206,12 +217,31 @@ class MidiInput:
         if not self._present():
             return
         try:
-            self._port = self._be.open_input(self.name, callback=self._on_message)
+            self._port = self._take_raw(self._be.open_input(self.name, callback=self._on_message))
         except Exception as e:
             log.warning("MIDI: reopening %r failed: %s", self.name, e)
             return
         self.connected = True
         self.echo(f"openmrt: MIDI input {self.name!r} is back")
+
+    def _take_raw(self, port: Any) -> Any:
+        """Receive the port's raw bytes ourselves: mido's rtmidi wrapper lets a truncated message (b'\\xe0') raise
+        IndexError on rtmidi's thread; ours counts it as rejected."""
+        rt = getattr(port, "_rt", None)
+        if rt is not None and hasattr(rt, "set_callback"):
+            rt.cancel_callback()
+            rt.set_callback(self._on_raw)
+        return port
+
+    def _on_raw(self, event: Any, data: Any = None) -> None:
+        try:
+            msg = decode(event[0])
+        except ControlError as e:
+            self.received += 1
+            self.rejected += 1
+            log.warning("MIDI rejected %s", e)
+            return
+        self._on_message(msg)
 
     def _on_message(self, msg: Any) -> None:
         # Runs on rtmidi's thread: nothing may escape, or the port stops delivering.
