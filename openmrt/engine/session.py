@@ -156,6 +156,8 @@ class Session:
             self.stream.lm.temperature, self.stream.lm.top_k = inp.temperature, inp.top_k
             try:
                 audio, _ = self.stream.step(inp.cond)
+                if not np.isfinite(audio).all():  # never send NaN to a speaker (a corrupt state, a bad weight)
+                    raise FloatingPointError("the model made NaN or infinite samples")
             except Exception as e:  # a model fault must not stop the stream: silence now, try again next frame
                 audio = self._step_failed(e)
             else:
