@@ -29,6 +29,7 @@ def test_bench_soak_writes_json_and_png(tmp_path):
     assert len(tl["compute_ms"]) == len(tl["buffer_fill"]) == len(tl["t_s"]) == len(tl["dropped_frames"]) > 0
     assert np.all(np.diff(tl["dropped_frames"]) >= 0)  # cumulative
     assert max(tl["buffer_fill"]) <= 8192 + 3 * 1920
+    assert 60 <= len(tl["buffer_low"]) <= 80 and min(tl["buffer_low"]) >= 0  # 3 s of playback, per 40 ms
     assert d["machine"]["cores"] >= 1 and "load_average_at_start" in d["machine"]
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -22,7 +22,7 @@ from openmrt.engine.bundle import Bundle
 from openmrt.engine.session import FrameInput, Session
 from openmrt.engine.sink import ClockSink
 from openmrt.errors import ControlError
-from openmrt.frame import FRAME_MS, FRAME_RATE
+from openmrt.frame import FRAME_MS, FRAME_RATE, FRAME_SAMPLES
 
 
 def _busy() -> None:
@@ -54,7 +54,13 @@ def soak(bundle: Bundle, seconds: float, buffer_samples: int = 2048, hog: bool =
     if hog:  # a separate process: a thread would share our interpreter lock instead of a core
         hog_proc = multiprocessing.get_context("spawn").Process(target=_busy, daemon=True)
         hog_proc.start()
-    sink = ClockSink(session.read, block=block)
+    fills: list[int] = []  # queued samples as the card comes to read: how close each read came to an underrun
+
+    def read(n: int) -> np.ndarray:
+        fills.append(session.ring.fill())
+        return session.read(n)
+
+    sink = ClockSink(read, block=block)
     t0 = time.perf_counter()
     try:
         session.start()
@@ -68,6 +74,8 @@ def soak(bundle: Bundle, seconds: float, buffer_samples: int = 2048, hog: bool =
     m = list(session.metrics)
     ms = np.array([x.compute_ms for x in m]) if m else np.zeros(1)
     st = session.stats()
+    per = max(1, FRAME_SAMPLES // block)
+    lows = np.array(fills[: len(fills) // per * per]).reshape(-1, per).min(axis=1) if len(fills) >= per else []
     return {
         "model": bundle.name, "seconds": seconds, "wall_seconds": round(wall, 2), "buffer": buffer_samples,
         "hog": hog, "frames": st.frames, "dropped_frames": st.dropped_frames,
@@ -82,6 +90,7 @@ def soak(bundle: Bundle, seconds: float, buffer_samples: int = 2048, hog: bool =
             "compute_ms": [round(x.compute_ms, 3) for x in m],
             "buffer_fill": [x.buffer_fill for x in m],
             "dropped_frames": [x.dropped_frames for x in m],
+            "buffer_low": [int(x) for x in lows],  # fewest samples queued at a card read, per 40 ms of playback
         },
     }
 
@@ -102,9 +111,10 @@ def plot(result: dict, path: str) -> None:
     a.set_title(f"soak: {result['model']}, buffer {result['buffer']}{', one-core hog' if result['hog'] else ''}: "
                 f"p50 {result['p50_ms']:.1f} p99 {result['p99_ms']:.1f} max {result['max_ms']:.1f} ms, "
                 f"{result['dropped_frames']} dropped of {result['frames']}")
-    b.plot(tl["t_s"], tl["buffer_fill"], lw=0.6)
+    low = tl["buffer_low"]
+    b.plot(np.arange(len(low)) * FRAME_MS / 1e3, low, lw=0.6)
     b.axhline(result["buffer"], color="gray", lw=0.8)
-    b.set_ylabel("buffer samples")
+    b.set_ylabel("fewest queued\nsamples at a read")
     c.plot(tl["t_s"], tl["dropped_frames"], lw=0.8)
     c.set_ylabel("dropped frames")
     c.set_xlabel("seconds")
