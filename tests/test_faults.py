@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 import types
 
 import mido
@@ -253,3 +254,19 @@ def test_disk_full_while_playing_keeps_the_stream(bundle, fake_sd, tmp_path):
     assert rec.error and "disk is full" in rec.error
     assert np.abs(np.concatenate(played)).max() > 0
     assert sf.info(str(tmp_path / "take.wav")).frames == 0  # an empty but valid file
+
+
+def test_a_failing_reset_on_the_frame_thread_does_not_end_the_stream(bundle):
+    """Requests run on the frame loop's thread: one that raises is reported and the loop plays on."""
+    session = Session(bundle, lambda: FrameInput(COND), buffer_samples=4096)
+    session._requests.append(lambda: (_ for _ in ()).throw(RuntimeError("bad reset target")))
+    session.start()
+    got = 0
+    for _ in range(2000):  # drain like a card would, without the wall clock deciding the outcome
+        got += np.abs(session.read(BLOCK)).max() > 0
+        if len(session.faults) and got > 10:
+            break
+        time.sleep(0.005)
+    alive = session.running
+    session.stop()
+    assert alive and len(session.faults) == 1 and "bad reset target" in session.faults[0]

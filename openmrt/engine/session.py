@@ -211,7 +211,12 @@ class Session:
             torch.set_num_threads(self.threads)
         while self._running.is_set():
             while self._requests:
-                self._requests.popleft()()
+                request = self._requests.popleft()
+                try:
+                    request()
+                except Exception as e:  # a failed reset must not end the frame loop: report it, play on
+                    self.report(f"{getattr(request, '__name__', 'operation')} failed ({type(e).__name__}: {e}); "
+                                "playing on from the current state", e)
             self._write(*self._generate(), wait_for_room=True)
 
     # ------------------------------------------------------------------ control
