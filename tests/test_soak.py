@@ -17,12 +17,12 @@ from openmrt.errors import ControlError
 def test_bench_soak_writes_json_and_png(tmp_path):
     out = tmp_path / "soak.json"
     r = subprocess.run([sys.executable, "-m", "openmrt", "bench", "soak", "--model", "random:tiny", "--seconds", "3",
-                        "-o", str(out)], capture_output=True, text=True, timeout=300)
+                        "--hog", "-o", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     for key in ("frames", "dropped_frames", "p50_ms", "p99_ms", "max_ms", "buffer", "hog", "machine", "timeline"):
         assert key in d, key
-    assert d["buffer"] == 2048 and d["hog"] is False and d["seconds"] == 3
+    assert d["buffer"] == 2048 and d["hog"] is True and d["seconds"] == 3
     assert d["frames"] >= 3 and 0 <= d["dropped_frames"] <= 3 * 25 + 1
     assert 0 < d["p50_ms"] <= d["p99_ms"] <= d["max_ms"]
     tl = d["timeline"]

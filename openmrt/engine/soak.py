@@ -9,9 +9,10 @@ virtual clock (engine/sink.py ``play_virtual``).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import platform
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -23,11 +24,6 @@ from openmrt.engine.session import FrameInput, Session
 from openmrt.engine.sink import ClockSink
 from openmrt.errors import ControlError
 from openmrt.frame import FRAME_MS, FRAME_RATE, FRAME_SAMPLES
-
-
-def _busy() -> None:
-    while True:
-        pass
 
 
 def machine() -> dict:
@@ -52,8 +48,7 @@ def soak(bundle: Bundle, seconds: float, buffer_samples: int = 2048, hog: bool =
                       history=int(seconds * FRAME_RATE) + 100)
     hog_proc = None
     if hog:  # a separate process: a thread would share our interpreter lock instead of a core
-        hog_proc = multiprocessing.get_context("spawn").Process(target=_busy, daemon=True)
-        hog_proc.start()
+        hog_proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     fills: list[int] = []  # queued samples as the card comes to read: how close each read came to an underrun
 
     def read(n: int) -> np.ndarray:
@@ -68,8 +63,8 @@ def soak(bundle: Bundle, seconds: float, buffer_samples: int = 2048, hog: bool =
     finally:
         session.stop()
         if hog_proc is not None:
-            hog_proc.terminate()
-            hog_proc.join()
+            hog_proc.kill()
+            hog_proc.wait()
     wall = time.perf_counter() - t0
     m = list(session.metrics)
     ms = np.array([x.compute_ms for x in m]) if m else np.zeros(1)
