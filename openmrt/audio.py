@@ -14,6 +14,7 @@ from openmrt.errors import DataError
 from openmrt.frame import SAMPLE_RATE
 
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+MIN_RATE, MAX_RATE = 4000, 768_000  # sample rates real audio files use
 
 
 def to_stereo(audio: np.ndarray) -> np.ndarray:
@@ -41,7 +42,7 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read a WAV/FLAC/OGG/MP3/AIFF/... file as float32 ``[T, 2]`` at ``sample_rate``.
 
     Raises:
-        DataError: the file is missing or libsndfile cannot decode it.
+        DataError: the file is missing, libsndfile cannot decode it, or it holds NaN/inf samples.
     """
     import soundfile as sf
 
@@ -52,6 +53,10 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise DataError(f"cannot read {path} as audio ({e}); convert it to WAV or FLAC first") from e
+    if not MIN_RATE <= sr <= MAX_RATE:  # a damaged header: 1 Hz would resample 2400 samples into 40 minutes
+        raise DataError(f"{path} says its sample rate is {sr} Hz, outside {MIN_RATE}..{MAX_RATE}: a damaged file?")
+    if not np.isfinite(audio).all():  # a damaged float file: NaN would spread through resampling and the codec
+        raise DataError(f"{path} has NaN or infinite samples (a damaged file?); re-export it")
     return resample(to_stereo(audio), sr, sample_rate)
 
 

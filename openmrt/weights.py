@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from openmrt.errors import CheckpointError
+from openmrt.errors import CheckpointError, OpenMRTError
 
 CONFIG_KEY = "config"
 LEGACY_CONFIG_KEYS = ("codec_config",)  # codec files written before the one key
@@ -114,3 +114,32 @@ def config_json(meta: dict[str, str], path: str | Path, what: str) -> str:
         if key in meta:
             return meta[key]
     raise CheckpointError(f"{path} has no {CONFIG_KEY!r} metadata: not an openmrt {what} file")
+
+
+def parse_config(meta: dict[str, str], path: str | Path, what: str, from_json):
+    """The file's config, rebuilt by ``from_json``; a broken one (bad JSON, unknown or missing fields) is a
+    CheckpointError naming the file."""
+    text = config_json(meta, path, what)
+    try:
+        return from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError, OpenMRTError) as e:
+        raise CheckpointError(f"{path}: its {what} config is broken ({type(e).__name__}: {e})") from e
+
+
+def check_shapes(build, tensors: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
+    """Refuse a file whose tensors do not fit the model its config describes, before building it for real: the
+    model is made on the meta device (no memory), so a damaged config cannot ask for a huge one first."""
+    try:
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    except (ValueError, TypeError, RuntimeError, OpenMRTError) as e:
+        raise CheckpointError(f"{path}: its {what} config does not make a model ({type(e).__name__}: {e})") from e
+    have = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    bad = [k for k in want.keys() & have.keys() if want[k] != have[k]]
+    if missing or extra or bad:
+        detail = "; ".join(filter(None, [
+            f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}" if missing else "",
+            f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''}" if extra else "",
+            ", ".join(f"{k} is {have[k]}, expected {want[k]}" for k in sorted(bad)[:3])]))
+        raise CheckpointError(f"{path}: the {what} weights do not fit their config: {detail}")

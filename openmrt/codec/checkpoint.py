@@ -18,7 +18,7 @@ from openmrt.codec.model import SpectroStream
 from openmrt.config import CodecConfig
 from openmrt.device import resolve_device
 from openmrt.errors import CheckpointError
-from openmrt.weights import config_json, load_tensors, read_metadata, save_tensors
+from openmrt.weights import check_shapes, load_tensors, parse_config, read_metadata, save_tensors
 
 KIND = "openmrt-codec"
 DEMO_PATH = Path(__file__).resolve().parents[1] / "assets" / "demo" / "codec.safetensors"
@@ -45,7 +45,9 @@ def save_codec(model: SpectroStream, path: str | Path, extra: dict[str, str] | N
 def load_codec_file(path: str | Path, device: torch.device | str = "cpu") -> SpectroStream:
     """Rebuild a codec saved by :func:`save_codec` (files from before the one config key load too)."""
     tensors, meta = load_tensors(path, "codec checkpoint", kind=KIND)
-    model = SpectroStream(CodecConfig.from_json(config_json(meta, path, "codec")))
+    cfg = parse_config(meta, path, "codec", CodecConfig.from_json)
+    check_shapes(lambda: SpectroStream(cfg), tensors, path, "codec")
+    model = SpectroStream(cfg)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit its own config: missing {missing}, unexpected {unexpected}")

@@ -239,19 +239,21 @@ def cmd_play(args: argparse.Namespace) -> int:
                       buffer_samples=args.buffer, seed=controls.seed, seed_rotation=controls.seed_rotation,
                       guidance=guidance)
     live.on_reset = session.reset
+    session.on_fault = lambda line: _stderr(f"openmrt: {line}")  # model faults, a lost sound card: said once
     target = LiveTarget(session, live, has_style=source is not None, echo=_stderr)
     with contextlib.ExitStack() as on_exit:  # whatever opened is closed again, also when a later step fails
         on_exit.callback(style.close)
         on_exit.callback(target.close)
-        out = AudioOutput(session.read, device=args.audio_device)  # opened first: no sound card, nothing started
+        out = AudioOutput(session.read, device=args.audio_device,  # opened first: no sound card, nothing started
+                          on_lost=session.pause)  # the card went away: pause, keep the state and the recording
         if args.record:
-            out.recorder = Recorder(args.record)
+            out.recorder = Recorder(args.record, on_error=lambda line: _stderr(f"openmrt: {line}"))
             on_exit.callback(lambda: (out.recorder.close(), _stderr(f"recorded {args.record}")))
         midi = None
         if args.midi is not None:
             from openmrt.io.midi import MidiInput
 
-            midi = MidiInput(target, port=args.midi or None, backend=args.midi_backend)
+            midi = MidiInput(target, port=args.midi or None, backend=args.midi_backend, echo=_stderr)
             on_exit.callback(lambda: (midi.close(), _stderr(
                 f"openmrt: MIDI received {midi.received} messages ({midi.rejected} rejected)")))
             _stderr(f"openmrt: MIDI input {midi.name!r} ({midi.backend})")
@@ -319,6 +321,24 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    import json
+
+    from openmrt.engine.soak import plot, soak
+
+    bundle = _load(args)
+    result = soak(bundle, args.seconds, buffer_samples=args.buffer, hog=args.hog)
+    print(f"{result['model']}: {result['frames']} frames, dropped {result['dropped_frames']}, compute p50 "
+          f"{result['p50_ms']:.1f} p99 {result['p99_ms']:.1f} max {result['max_ms']:.1f} ms")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    png = out.with_suffix(".png")
+    plot(result, str(png))
+    print(f"wrote {out} and {png}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="generate audio offline to a file")
     _add_common(g)
@@ -356,3 +376,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     lat.add_argument("--buffer", type=int, default=BUFFER_PRESETS[0], choices=BUFFER_PRESETS)
     lat.add_argument("-o", "--out", help="JSON file for the results")
     lat.set_defaults(func=cmd_bench_latency)
+    soak = b.add_parser("soak", help="a live session into a null sink at real-time pace: drops and frame times")
+    soak.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    add_device_args(soak)
+    soak.add_argument("--seconds", type=float, default=60.0)
+    soak.add_argument("--buffer", type=int, default=BUFFER_PRESETS[0], choices=BUFFER_PRESETS)
+    soak.add_argument("--hog", action="store_true", help="run a one-core busy loop beside it")
+    soak.add_argument("-o", "--out", required=True, help="JSON file (a PNG timeline is written beside it)")
+    soak.set_defaults(func=cmd_bench_soak)

@@ -7,6 +7,9 @@ callback drains (shared/spec/live_engine_and_controls.md §4).
   logged and the previous frame's input is reused, so a bad control never stops the stream.
 * Start primes the buffer with 3 frames generated at once; a reset keeps what is queued and
   fades the next frame in over 1920 samples. Underruns are zero-filled and counted.
+* Faults are reported once per episode (``faults``, the log), never per frame: a model step that raises
+  plays a silent frame and is tried again next frame (fading in when it works again); ``pause`` stops the
+  frame loop with a reason (the sound card went away) and keeps the stream's state for ``resume``.
 """
 
 from __future__ import annotations
@@ -115,6 +118,11 @@ class Session:
         self._fade = False  # fade the next audible frame in (after a reset, a prefill or a load)
         self._gate = MidiGate()
         self._frames = 0
+        self.faults: deque[str] = deque(maxlen=100)  # one line per fault episode, newest last
+        self.silent_frames = 0  # frames played as silence because the model step raised
+        self._failing = 0  # consecutive failed steps (0: the model works)
+        self.paused: str | None = None  # why the frame loop was paused, None while it plays
+        self.on_fault: Callable[[str], None] | None = None  # also told each fault line (``openmrt play``: stderr)
 
     # ------------------------------------------------------------------ frame loop
     def _input(self) -> FrameInput:
@@ -146,9 +154,35 @@ class Session:
         inp = self._input()
         with self._lock:
             self.stream.lm.temperature, self.stream.lm.top_k = inp.temperature, inp.top_k
-            audio, _ = self.stream.step(inp.cond)
+            try:
+                audio, _ = self.stream.step(inp.cond)
+                if not np.isfinite(audio).all():  # never send NaN to a speaker (a corrupt state, a bad weight)
+                    raise FloatingPointError("the model made NaN or infinite samples")
+            except Exception as e:  # a model fault must not stop the stream: silence now, try again next frame
+                audio = self._step_failed(e)
+            else:
+                if self._failing:
+                    self.report(f"model step works again after {self._failing} silent frames")
+                    self._failing, self._fade = 0, True
             self._frames += 1
         return self._envelopes(audio, inp), t_snapshot, (time.perf_counter() - t_snapshot) * 1e3
+
+    def _step_failed(self, e: Exception) -> np.ndarray:
+        if not self._failing:  # once per episode, not once per frame
+            self.report(f"model step failed ({type(e).__name__}: {e}): playing silence until it works again", e)
+        self._failing += 1
+        self.silent_frames += 1
+        return np.zeros((FRAME, 2), np.float32)
+
+    def report(self, line: str, exc: BaseException | None = None) -> None:
+        """A fault or a recovery, once: logged (with the traceback of ``exc``) and kept in ``faults``."""
+        log.error("%s", line, exc_info=exc)
+        self.faults.append(line)
+        if self.on_fault is not None:
+            try:
+                self.on_fault(line)
+            except Exception:  # a reporter's bug must not stop the stream
+                log.exception("on_fault raised")
 
     def _write(self, audio: np.ndarray, t_snapshot: float, compute_ms: float, wait_for_room: bool) -> None:
         t0 = time.perf_counter()
@@ -177,7 +211,12 @@ class Session:
             torch.set_num_threads(self.threads)
         while self._running.is_set():
             while self._requests:
-                self._requests.popleft()()
+                request = self._requests.popleft()
+                try:
+                    request()
+                except Exception as e:  # a failed reset must not end the frame loop: report it, play on
+                    self.report(f"{getattr(request, '__name__', 'operation')} failed ({type(e).__name__}: {e}); "
+                                "playing on from the current state", e)
             self._write(*self._generate(), wait_for_room=True)
 
     # ------------------------------------------------------------------ control
@@ -197,6 +236,24 @@ class Session:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def pause(self, reason: str) -> None:
+        """Stop making frames (the sound card went away), keeping the stream's state; reported once."""
+        if self.paused is None:
+            self.paused = reason
+            self.report(f"paused: {reason}")
+        self._running.clear()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+            self._thread = None
+
+    def resume(self) -> None:
+        """Play on after ``pause`` from the same state (primes the buffer again)."""
+        if self.paused is not None:
+            self.report(f"resumed after: {self.paused}")
+            self.paused = None
+        self._thread = None
+        self.start()
 
     @property
     def running(self) -> bool:
@@ -311,7 +368,8 @@ class Session:
             compute_ms_p50=float(np.percentile(ms, 50)),
             compute_ms_p99=float(np.percentile(ms, 99)),
             buffer_fill=self.ring.fill(),
-            extra={"control_errors": self.control_errors},
+            extra={"control_errors": self.control_errors, "silent_frames": self.silent_frames,
+                   "paused": self.paused, "faults": list(self.faults)},
         )
 
 

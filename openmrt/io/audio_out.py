@@ -2,6 +2,10 @@
 
 The device callback only copies samples out of the session's ring buffer (and hands a copy
 to the recorder); underruns come back as zeros, counted by the ring buffer.
+
+A sound card that goes away (unplugged, the JACK server gone: PortAudio ends the stream, or the
+callback raises) is reported once through ``on_lost(reason)``; ``openmrt play`` pauses the session
+then, and what was recorded up to there stays in the file.
 """
 
 from __future__ import annotations
@@ -73,30 +77,57 @@ class AudioOutput:
     """Plays ``read(n) -> [n, 2] float32`` on a device until closed."""
 
     def __init__(self, read: Callable[[int], np.ndarray], device: str | int | None = None, blocksize: int = 480,
-                 sample_rate: int = 48000, recorder=None):
+                 sample_rate: int = 48000, recorder=None, on_lost: Callable[[str], None] | None = None):
         sd = _sd()
-        self.read, self.recorder = read, recorder
+        self.read, self.recorder, self.on_lost = read, recorder, on_lost
         self.callbacks = 0
         self.status_flags = 0  # PortAudio-reported under/overflows
+        self.lost: str | None = None  # why the stream ended without close(), None while it plays
+        self._closing = False
 
         def callback(outdata, frames, time_info, status):
             if status:
                 self.status_flags += 1
-            outdata[:] = self.read(frames)
-            if self.recorder is not None:
-                self.recorder.push(outdata)
+            try:
+                outdata[:] = self.read(frames)
+                if self.recorder is not None:
+                    self.recorder.push(outdata)
+            except Exception as e:  # nothing may escape into PortAudio's thread: end the stream, say why once
+                outdata.fill(0)
+                self._lose(f"the audio callback failed ({type(e).__name__}: {e})")
+                raise sd.CallbackAbort from e
             self.callbacks += 1
+
+        def finished():  # PortAudio ended the stream: by close(), or because the device went away
+            if not self._closing:
+                self._lose("the audio device stopped (unplugged, or its audio server went away)")
 
         try:
             self.stream = sd.OutputStream(samplerate=sample_rate, channels=2, dtype="float32", blocksize=blocksize,
-                                          device=resolve_device(device), callback=callback)
+                                          device=resolve_device(device), callback=callback,
+                                          finished_callback=finished)
         except sd.PortAudioError as e:
             which = "the default sound card" if device is None else f"audio output {device!r}"
             raise OpenMRTError(f"cannot open {which}: {e}\n{list_devices()}") from e
+
+    def _lose(self, reason: str) -> None:
+        if self.lost is not None:
+            return
+        self.lost = reason
+        if self.on_lost is not None:
+            try:
+                self.on_lost(reason)
+            except Exception:  # the reporter must not raise into PortAudio's thread either
+                pass
 
     def start(self) -> None:
         self.stream.start()
 
     def close(self) -> None:
-        self.stream.stop()
-        self.stream.close()
+        self._closing = True
+        try:
+            self.stream.stop()
+            self.stream.close()
+        except Exception as e:  # a device that is already gone may refuse to stop: it is closed either way
+            if self.lost is None:
+                raise OpenMRTError(f"closing the audio output failed: {e}") from e

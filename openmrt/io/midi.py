@@ -4,6 +4,10 @@ Live: `MidiInput` opens a named port or creates a virtual input "openmrt" and fe
 `LiveControls`) from rtmidi's callback thread. On Linux without an ALSA sequencer (/dev/snd/seq), virtual ports need
 a running JACK server; `find_backend` picks the ALSA sequencer when it works, else JACK (shared/notes/environment.md).
 
+A named port that vanishes (the controller unplugged, its client gone) is noticed by a watch thread, which
+releases the port's notes (no stuck notes), says so once, and reopens the port when it shows up again; the stream
+plays on meanwhile.
+
 Files: `MidiTimeline.from_file` schedules note and controller events on 40 ms frame indices, so offline generation
 can feed a `NoteTracker` frame by frame exactly as the live loop would see them.
 """
@@ -15,6 +19,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +50,17 @@ def handle_message(target: ControlTarget, msg: Any) -> bool:
     else:
         return False
     return True
+
+
+def decode(raw: Any) -> Any:
+    """One message's bytes -> a mido message; ControlError (naming the bytes) for anything mido cannot read."""
+    import mido
+
+    try:
+        return mido.Message.from_bytes(list(raw))
+    except Exception as e:  # mido raises ValueError, IndexError or TypeError for malformed bytes
+        shown = " ".join(f"{b:02x}" for b in list(raw)[:16]) if isinstance(raw, bytes | bytearray | list) else raw
+        raise ControlError(f"not a MIDI message: [{shown}] ({type(e).__name__}: {e})") from e
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -131,7 +147,9 @@ def _match_port(want: str, names: Sequence[str]) -> str:
 
 class MidiInput:
     """A live MIDI input feeding `target`. `port=None` creates the virtual input `virtual_name` for other software
-    (a DAW, a sequencer) to connect to. Bad values are logged and counted (`rejected`), never raised."""
+    (a DAW, a sequencer) to connect to. Bad values are logged and counted (`rejected`), never raised. A named port
+    is watched every `watch_s` seconds: when it vanishes, `reconnects` attempts reopen it until it is back
+    (`connected`); `echo` gets one line when it goes and one when it is back."""
 
     def __init__(
         self,
@@ -139,25 +157,91 @@ class MidiInput:
         port: str | None = None,
         virtual_name: str = VIRTUAL_PORT,
         backend: str | None = None,
+        watch_s: float = 1.0,
+        echo: Any = None,
     ) -> None:
         self.target = target
         self.received = self.rejected = 0
+        self.reconnects = 0  # attempts to reopen a vanished port
+        self.connected = True
+        self.echo = echo or (lambda line: log.warning("%s", line))
         self.backend = find_backend(backend)
-        be = _backend(self.backend)
+        be = self._be = _backend(self.backend)
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
         try:
             if port is None:
                 self.name = virtual_name
                 # The client is named too (else "RtMidiIn Client"); not "openmrt", which the audio client takes.
-                self._port = be.open_input(virtual_name, virtual=True, client_name=MIDI_CLIENT,
-                                           callback=self._on_message)
+                self._port = self._take_raw(be.open_input(virtual_name, virtual=True, client_name=MIDI_CLIENT,
+                                                          callback=self._on_message))
             else:
                 self.name = _match_port(port, be.get_input_names())
-                self._port = be.open_input(self.name, callback=self._on_message)
+                self._port = self._take_raw(be.open_input(self.name, callback=self._on_message))
         except (SystemError, OSError, RuntimeError) as e:
             hint = ("try the other MIDI system: --midi-backend jack (with a JACK server running) or alsa"
                     if port is None else "check the name: `openmrt devices` lists the MIDI inputs")
             raise ConfigError(f"cannot open MIDI input {port or virtual_name!r} ({self.backend}): {e}; {hint}") from e
         log.info("MIDI: listening on %r (%s)", self.name, self.backend)
+        if port is not None:
+            self._watch = threading.Thread(target=self._watch_port, args=(watch_s,), name="openmrt-midi-watch",
+                                           daemon=True)
+            self._watch.start()
+
+    def _present(self) -> bool:
+        try:
+            return self.name in self._be.get_input_names()
+        except Exception:  # the MIDI system itself went away (JACK stopped): the port is gone too
+            return False
+
+    def _watch_port(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self._check()
+            except Exception:  # the watch must outlive anything a MIDI system does
+                log.exception("MIDI: port watch failed")
+
+    def _check(self) -> None:
+        """One look at the port: notice it vanished, or try to reopen it."""
+        if self.connected:
+            if self._present():
+                return
+            self.connected = False
+            with contextlib.suppress(Exception):
+                self._port.close()
+            with contextlib.suppress(Exception):
+                self.target.all_notes_off()  # its note-offs will never come
+            self.echo(f"openmrt: MIDI input {self.name!r} vanished; reconnecting while the music plays on")
+            return
+        self.reconnects += 1
+        if not self._present():
+            return
+        try:
+            self._port = self._take_raw(self._be.open_input(self.name, callback=self._on_message))
+        except Exception as e:
+            log.warning("MIDI: reopening %r failed: %s", self.name, e)
+            return
+        self.connected = True
+        self.echo(f"openmrt: MIDI input {self.name!r} is back")
+
+    def _take_raw(self, port: Any) -> Any:
+        """Receive the port's raw bytes ourselves: mido's rtmidi wrapper lets a truncated message (b'\\xe0') raise
+        IndexError on rtmidi's thread; ours counts it as rejected."""
+        rt = getattr(port, "_rt", None)
+        if rt is not None and hasattr(rt, "set_callback"):
+            rt.cancel_callback()
+            rt.set_callback(self._on_raw)
+        return port
+
+    def _on_raw(self, event: Any, data: Any = None) -> None:
+        try:
+            msg = decode(event[0])
+        except ControlError as e:
+            self.received += 1
+            self.rejected += 1
+            log.warning("MIDI rejected %s", e)
+            return
+        self._on_message(msg)
 
     def _on_message(self, msg: Any) -> None:
         # Runs on rtmidi's thread: nothing may escape, or the port stops delivering.
@@ -172,7 +256,11 @@ class MidiInput:
             log.exception("MIDI: error handling %s", msg)
 
     def close(self) -> None:
-        self._port.close()
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join()
+        if self.connected:
+            self._port.close()
 
     def __enter__(self) -> MidiInput:
         return self

@@ -11,7 +11,7 @@ import torch
 from openmrt.config import LMConfig
 from openmrt.errors import CheckpointError
 from openmrt.lm.model import Depthformer
-from openmrt.weights import config_json, load_tensors, read_metadata, save_tensors
+from openmrt.weights import check_shapes, load_tensors, parse_config, read_metadata, save_tensors
 
 KIND = "openmrt-lm"
 
@@ -26,7 +26,9 @@ def load_lm(path: str | Path, device: str | torch.device = "cpu") -> Depthformer
     sd, meta = load_tensors(path, "LM weights", device)
     if meta.get("kind") != KIND:
         raise CheckpointError(f"{path} is not an openmrt LM file (official checkpoints load with lm.convert)")
-    model = Depthformer(LMConfig.from_json(config_json(meta, path, "LM")))
+    cfg = parse_config(meta, path, "LM", LMConfig.from_json)
+    check_shapes(lambda: Depthformer(cfg), sd, path, "LM")
+    model = Depthformer(cfg)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:

@@ -159,18 +159,18 @@ class StyleModel(StyleSource):
             mapper_cfg = cfg.pop("mapper", None) or json.loads(meta.get("mapper_config", "null"))
             cfg = StyleConfig(**cfg)
             tok = TextTokenizer(t["tokenizer.spm"].numpy().tobytes(), cfg.max_text_len)
-        except (TypeError, ValueError, KeyError) as e:  # bad JSON, unknown fields, no tokenizer
+        except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, OSError) as e:  # bad JSON or tokenizer
             raise CheckpointError(f"{path} is not an openmrt style model file ({e!r})") from e
-        mapper = None
-        if mapper_cfg is not None:
-            mapper = Mapper(MapperConfig(**mapper_cfg))
-            mapper.load_state_dict(_strip(t, "mapper."))
-        books = t["rvq.codebooks"].float().numpy() if "rvq.codebooks" in t else None
-        m = cls(cfg, tok, books, mapper, use_mapper, seed)
         try:
+            mapper = None
+            if mapper_cfg is not None:
+                mapper = Mapper(MapperConfig(**mapper_cfg))
+                mapper.load_state_dict(_strip(t, "mapper."))
+            books = t["rvq.codebooks"].float().numpy() if "rvq.codebooks" in t else None
+            m = cls(cfg, tok, books, mapper, use_mapper, seed)
             m.audio_net.load_state_dict(_strip(t, "audio."))
             m.text_net.load_state_dict(_strip(t, "text."))
-        except RuntimeError as e:
+        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:  # damaged tensors or config
             raise CheckpointError(f"{path}: weights don't fit the config in its metadata: {e}") from e
         m.info = json.loads(meta.get("info", "{}"))
         return m
