@@ -24,3 +24,38 @@ def golden_dir() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return d
+
+
+@pytest.fixture
+def jack_server(monkeypatch):
+    """A private JACK server on the dummy driver (real time, no sound card), under a name of its own so
+    parallel runs do not collide; libjack clients of this process and its children find it through
+    JACK_DEFAULT_SERVER. Needs jackd and python-rtmidi (a skip locally, a failure in CI)."""
+    import shutil
+    import subprocess
+    import time
+
+    from needs import need
+
+    need(shutil.which("jackd") is not None, "jackd (apt-get install jackd2)")
+    try:
+        import rtmidi  # noqa: F401
+    except ImportError:
+        need(False, "python-rtmidi")
+    name = f"openmrt-test-{os.getpid()}"
+    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "480"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and subprocess.run(["jack_lsp"], capture_output=True).returncode != 0:
+            time.sleep(0.1)
+        yield name
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

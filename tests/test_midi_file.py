@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from types import SimpleNamespace
 
@@ -112,37 +109,6 @@ def test_handle_message():
 
 # ---------------------------------------------------------------------------------------------------------------------
 # A live virtual port. Needs a MIDI system: JACK here (no ALSA sequencer on these machines); skipped without one.
-
-
-@pytest.fixture
-def jack_server():
-    """A private JACK dummy server (unique name, so parallel sessions do not collide), stopped by PID."""
-    pytest.importorskip("rtmidi")
-    if shutil.which("jackd") is None:
-        pytest.skip("jackd not installed: no backend can make MIDI ports")
-    name = f"openmrt-test-{os.getpid()}"
-    proc = subprocess.Popen(
-        ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "480"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}  # libjack reads them when a client opens
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield name
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_virtual_port_loopback(jack_server):

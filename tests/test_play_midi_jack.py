@@ -8,7 +8,6 @@ where jackd is not installed and OPENMRT_CI is unset (CI installs jackd2 and set
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,44 +18,6 @@ import pytest
 
 from openmrt.errors import ConfigError
 from openmrt.io.midi import BACKENDS, find_backend
-
-JACK_ENV = ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")
-
-
-def _need_jack() -> None:
-    missing = "jackd (apt-get install jackd2)" if shutil.which("jackd") is None else None
-    try:
-        import rtmidi  # noqa: F401
-    except ImportError:
-        missing = missing or "python-rtmidi"
-    if missing:
-        if os.environ.get("OPENMRT_CI"):
-            pytest.fail(f"{missing} is not installed in CI (scripts/install.sh installs it)")
-        pytest.skip(f"{missing} not installed")
-
-
-@pytest.fixture
-def jack_server(monkeypatch):
-    """A JACK server on the dummy driver under its own name; libjack clients of this process and its children
-    find it through JACK_DEFAULT_SERVER."""
-    _need_jack()
-    name = f"openmrt-play-{os.getpid()}"
-    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "480"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
-    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and subprocess.run(["jack_lsp"], capture_output=True).returncode != 0:
-            time.sleep(0.1)
-        yield name
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_play_midi_finds_jack_and_receives_a_note(jack_server, tmp_path):
