@@ -105,7 +105,7 @@ def registry(extra: Iterable[BundleSpec] = ()) -> dict[str, BundleSpec]:
         BundleSpec("demo", "our small bundle, plays offline in real time on a CPU",
                    (HubFile("lm.safetensors", "LM", None, True), HubFile("codec.safetensors", "codec", None, True),
                     HubFile("style.safetensors", "style model (text/audio prompts)", None, False)),
-                   "demo", "narrow", DEMO_LICENCE, DEMO_ATTRIBUTION, shipped=True),
+                   "demo", "demo", DEMO_LICENCE, DEMO_ATTRIBUTION, shipped=True),
         # Sizes: fp32 parameter counts (mrt2_lm.md §1 + 52.46M codec) × 4 bytes (the spec's derived figures).
         official_spec("mrt2_small", "mrt2_small", checkpoint_bytes=1_128_777_504,
                       description="official 230M model (a GPU for real time)"),
