@@ -99,7 +99,7 @@ def test_weights_round_trip_and_bad_files_are_refused(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a file")
     with pytest.raises(CheckpointError):
         load_codec_v2(tmp_path / "bad.safetensors")
-    with pytest.raises(CheckpointError, match="no such"):
+    with pytest.raises(CheckpointError, match="not found"):
         load_codec_v2(tmp_path / "missing.safetensors")
     with pytest.raises(ConfigError, match="harmonic"):
         CodecV2(CodecV2Config(decoder="wavenet"))

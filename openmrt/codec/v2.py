@@ -203,45 +203,36 @@ class CodecV2(nn.Module):
 
 
 def save_codec_v2(model: CodecV2, path: str | Path, extra: dict | None = None, dtype=torch.float32) -> None:
-    """Weights (``dtype``: float32, or float16 for a half-size file) + config in the metadata, written
-    atomically. Loading casts back to float32."""
-    from safetensors.torch import save_file
+    """Weights (``dtype``: float32, or float16 for a half-size file) + config in the metadata, written by the
+    one atomic writer (openmrt.weights). Loading casts back to float32."""
+    from openmrt.weights import save_tensors
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": model.config.to_json(), **{k: str(v) for k, v in (extra or {}).items()}}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    tensors = {k: v.detach().to(dtype) for k, v in model.state_dict().items()}
+    save_tensors(path, tensors, kind=FORMAT, config=model.config.to_json(),
+                 metadata={k: str(v) for k, v in (extra or {}).items()})
+
+
+def _kind(meta: dict[str, str]) -> str | None:
+    return meta.get("kind", meta.get("format"))  # files written before the one writer said "format"
 
 
 def is_codec_v2_file(path: str | Path) -> bool:
     """Whether ``path`` is a codec v2 weight file (for loaders that dispatch on the file's format)."""
-    from safetensors import safe_open
+    from openmrt.weights import read_metadata
 
     try:
-        with safe_open(str(path), "pt") as f:
-            return (f.metadata() or {}).get("format") == FORMAT
-    except Exception:
+        return _kind(read_metadata(path, "codec v2")) == FORMAT
+    except CheckpointError:
         return False
 
 
 def load_codec_v2(path: str | Path, device=None) -> CodecV2:
-    from safetensors import safe_open
+    from openmrt.weights import config_json, load_tensors
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such codec v2 file")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except Exception as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a codec v2 file (format {meta.get('format')!r})")
-    model = CodecV2(CodecV2Config.from_json(meta["config"]))
+    tensors, meta = load_tensors(path, "codec v2")
+    if _kind(meta) != FORMAT:
+        raise CheckpointError(f"{path} is not a codec v2 file (kind {_kind(meta)!r})")
+    model = CodecV2(CodecV2Config.from_json(config_json(meta, path, "codec v2")))
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
