@@ -181,7 +181,7 @@ class Server:
                                 "format": "pcm16le", "has_style": self.style_source is not None,
                                 "controls": _controls_json(player.live.snapshot())})
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._send_audio, ws, player)
+                tg.start_soon(self._send_audio, ws, player, tg.cancel_scope)
                 await self._receive(ws, player)
                 tg.cancel_scope.cancel()
         except (WebSocketDisconnect, anyio.ClosedResourceError, anyio.BrokenResourceError, RuntimeError):
@@ -212,8 +212,16 @@ class Server:
                 player.history.append(msg.model_dump())
             await ws.send_json(reply)
 
-    async def _send_audio(self, ws: WebSocket, player: Player) -> None:
-        """One frame per 40 ms from the session's ring, on a drift-free schedule; status every 0.5 s."""
+    async def _send_audio(self, ws: WebSocket, player: Player, scope: anyio.CancelScope) -> None:
+        """One frame per 40 ms from the session's ring, on a drift-free schedule; status every 0.5 s. When sending
+        fails (the page went away), the connection ends: the scope cancels the receive loop too."""
+        try:
+            await self._audio_loop(ws, player)
+        except Exception as e:  # the socket's own error types differ by server; any of them ends this player only
+            log.info("player %d: audio stopped (%s: %s)", player.id, type(e).__name__, e)
+            scope.cancel()
+
+    async def _audio_loop(self, ws: WebSocket, player: Player) -> None:
         period = FRAME_MS / 1000.0
         buf = np.zeros((FRAME_SAMPLES, 2), dtype=np.float32)
         t_next = time.monotonic()
