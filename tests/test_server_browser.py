@@ -34,8 +34,10 @@ def served():
 
     from openmrt.engine.bundle import load_bundle
     from openmrt.server.app import Server
+    from openmrt.style import load_style
 
-    server = Server(load_bundle("random:tiny", seed=0, device="cpu", dtype="float32"), max_players=2)
+    server = Server(load_bundle("random:tiny", seed=0, device="cpu", dtype="float32"), load_style("demo"),
+                    max_players=2)
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -71,6 +73,10 @@ def test_two_pages_play_and_their_controls_reach_their_own_sessions(served):
 
             pages[0].locator('.key[data-pitch="60"]').click()  # pointer down then up: note on, then off
             pages[1].locator("#temperature").fill("0.8")  # a slider moved: input + change events
+            pages[1].locator("#prompt-list input[type=text]").first.fill("jazz piano")
+            pages[1].click("#prompt-add")
+            pages[1].locator("#prompt-list input[type=text]").nth(1).fill("drum and bass")
+            pages[1].locator("#blend").click(position={"x": 120, "y": 35})  # on the first prompt of the blend
             for page in pages:  # both play on, side by side, for 10 s of audio each
                 page.wait_for_function(f"window.openmrt.samplesPlayed >= {int(SECONDS * 48000)}", timeout=60_000)
 
@@ -78,6 +84,8 @@ def test_two_pages_play_and_their_controls_reach_their_own_sessions(served):
             assert not any(h["type"] == "note_on" for h in b.history)
             assert {"type": "set", "name": "temperature", "value": 0.8} in b.history
             assert b.live.snapshot().temperature == 0.8 and a.live.snapshot().temperature != 0.8
+            assert b.live.snapshot().prompts == (("jazz piano", 1.0), ("drum and bass", 0.0))  # the blend's weights
+            assert a.live.snapshot().prompts == ()
             for page, player in zip(pages, (a, b), strict=True):
                 got = page.evaluate("window.openmrt.samplesReceived")
                 assert got >= SECONDS * 48000 and got <= player.sent_samples
@@ -85,6 +93,6 @@ def test_two_pages_play_and_their_controls_reach_their_own_sessions(served):
             assert "frames" in pages[0].inner_text("#v-drops")
             assert not errors, errors
             SCREENSHOT.parent.mkdir(exist_ok=True)
-            pages[0].screenshot(path=str(SCREENSHOT), full_page=True)
+            pages[1].screenshot(path=str(SCREENSHOT), full_page=True)  # the one with prompts and a blend
         finally:
             browser.close()

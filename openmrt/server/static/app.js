@@ -114,6 +114,43 @@ $('prompt-send').onclick = () => {
   send({type: 'prompts', prompts});
 };
 
+// -- 2-D blend: the prompts sit on a circle; weights fall off with the dot's distance to each -------
+const blend = {x: 120, y: 120, last: 0};
+function anchors() {
+  const rows = [...$('prompt-list').children].filter((r) => r.children[0].value.trim());
+  return rows.map((r, i) => {
+    const a = -Math.PI / 2 + 2 * Math.PI * i / rows.length;
+    return {row: r, x: 120 + 85 * Math.cos(a), y: 120 + 85 * Math.sin(a)};
+  });
+}
+function drawBlend() {
+  const c = $('blend').getContext('2d');
+  c.clearRect(0, 0, 240, 240);
+  c.font = '11px system-ui'; c.textAlign = 'center';
+  for (const p of anchors()) {
+    c.fillStyle = '#2f6fd0'; c.beginPath(); c.arc(p.x, p.y, 6, 0, 2 * Math.PI); c.fill();
+    c.fillStyle = '#ccc';
+    c.fillText(p.row.children[0].value.slice(0, 14) + ' ' + (+p.row.children[1].value).toFixed(2), p.x, p.y - 10);
+  }
+  c.fillStyle = '#e67e22'; c.beginPath(); c.arc(blend.x, blend.y, 7, 0, 2 * Math.PI); c.fill();
+}
+function moveBlend(e) {
+  const r = $('blend').getBoundingClientRect();
+  blend.x = Math.max(0, Math.min(240, e.clientX - r.left)); blend.y = Math.max(0, Math.min(240, e.clientY - r.top));
+  for (const p of anchors()) {  // 1 on the prompt, 0 from 170 px (the circle's diameter) away
+    const d = Math.hypot(p.x - blend.x, p.y - blend.y);
+    p.row.children[1].value = Math.max(0, 1 - d / 170).toFixed(2);
+  }
+  drawBlend();
+  const now = performance.now();
+  if (e.type === 'pointerup' || now - blend.last > 100) { blend.last = now; $('prompt-send').onclick(); }
+}
+$('blend').addEventListener('pointerdown', (e) => { $('blend').setPointerCapture(e.pointerId); moveBlend(e); });
+$('blend').addEventListener('pointermove', (e) => { if (e.buttons) moveBlend(e); });
+$('blend').addEventListener('pointerup', moveBlend);
+$('prompt-list').addEventListener('input', drawBlend);
+setInterval(drawBlend, 500);
+
 // -- keyboard ------------------------------------------------------------------------------------
 let base = 60;
 const held = new Set();
