@@ -96,3 +96,71 @@ def test_two_pages_play_and_their_controls_reach_their_own_sessions(served):
             pages[1].screenshot(path=str(SCREENSHOT), full_page=True)  # the one with prompts and a blend
         finally:
             browser.close()
+
+
+FEED = """async () => {  // the page's player fed a 440 Hz sine, with a stall and a burst, recorded after it
+  const ctx = new AudioContext({sampleRate: 48000});
+  await ctx.audioWorklet.addModule('/static/player-worklet.js');
+  const rec = `class Rec extends AudioWorkletProcessor {
+    constructor() { super(); this.n = 0; this.buf = new Float32Array(48000 * 2.4); }
+    process(inputs) {
+      const x = inputs[0][0];
+      if (x && this.n < this.buf.length) {
+        const k = Math.min(x.length, this.buf.length - this.n);
+        this.buf.set(x.subarray(0, k), this.n); this.n += k;
+        if (this.n >= this.buf.length) this.port.postMessage(this.buf);
+      }
+      return true;
+    }
+  }
+  registerProcessor('rec', Rec);`;
+  await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([rec], {type: 'text/javascript'})));
+  const player = new AudioWorkletNode(ctx, 'openmrt-player', {outputChannelCount: [2],
+                                                              processorOptions: {target: 3840, maxLead: 19200}});
+  const tap = new AudioWorkletNode(ctx, 'rec');
+  player.connect(tap); tap.connect(ctx.destination);
+  let stats = null;
+  player.port.onmessage = (e) => { stats = e.data; };
+  let phase = 0;
+  const frame = () => {
+    const pcm = new Int16Array(3840);
+    for (let i = 0; i < 1920; i++) {
+      const v = Math.round(16384 * Math.sin(phase)); phase += 2 * Math.PI * 440 / 48000;
+      pcm[2 * i] = v; pcm[2 * i + 1] = v;
+    }
+    player.port.postMessage(pcm.buffer, [pcm.buffer]);
+  };
+  await ctx.resume();
+  const t0 = performance.now();
+  let burst = false;
+  const timer = setInterval(() => {
+    const t = performance.now() - t0;
+    if (t > 1300 && !burst) { burst = true; for (let i = 0; i < 14; i++) frame(); }  // 560 ms at once: a jump
+    if (t < 500 || t > 900) frame();  // nothing from 500 to 900 ms: a stall
+  }, 40);
+  const audio = await new Promise((done) => { tap.port.onmessage = (e) => done(e.data); });
+  clearInterval(timer);
+  await new Promise((done) => setTimeout(done, 150));
+  await ctx.close();
+  return {audio: Array.from(audio), stats};
+}"""
+
+
+def test_jitter_buffer_stalls_and_jumps_without_clicks(served):
+    import numpy as np
+
+    _, url = served
+    with _playwright()() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            out = page.evaluate(FEED)
+        finally:
+            browser.close()
+    audio = np.array(out["audio"])
+    assert out["stats"]["stalls"] >= 1 and out["stats"]["skips"] >= 1  # both re-syncs happened
+    assert np.abs(audio).max() > 0.45  # the sine (0.5) played
+    # A 440 Hz sine at 0.5 moves at most 0.029 per sample; a hard cut or jump would step by up to 1.0.
+    step = np.abs(np.diff(audio)).max()
+    assert step < 0.06, f"a click: the output jumped by {step:.3f} in one sample"
