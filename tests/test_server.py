@@ -116,6 +116,21 @@ def test_values_are_checked_by_the_controls():
     assert reply["code"] == "bad_message" and "binary" in reply["message"]
 
 
+def test_a_page_cannot_make_the_server_read_its_files(tmp_path):
+    import soundfile as sf
+
+    from openmrt.style import is_audio_prompt
+
+    wav = tmp_path / "secret.wav"
+    sf.write(wav, np.zeros((4800, 2)), 48000)
+    assert is_audio_prompt(str(wav))  # what the style model would read as audio
+    live = LiveControls()
+    for text in (str(wav), f" {wav}".upper(), "song.flac ", "x.Mp3"):
+        reply, _ = protocol.handle(live, json.dumps({"type": "prompts", "prompts": [{"text": text, "weight": 1}]}))
+        assert reply["type"] == "error" and "audio-file prompts" in reply["message"]
+    assert live.snapshot().prompts == ()
+
+
 def test_pcm16_is_interleaved_little_endian_and_clipped():
     a = np.array([[0.5, -0.5], [2.0, -2.0]], dtype=np.float32)
     pcm = np.frombuffer(protocol.encode_pcm16(a), "<i2")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from openmrt.controls import MAX_PROMPTS
 from openmrt.errors import ControlError
 from openmrt.io import ControlTarget
+from openmrt.style import AUDIO_SUFFIXES
 
 MAX_MESSAGE_CHARS = 8192  # a control message is small; anything longer is refused before parsing
 SETTABLE = ("cfg_style", "cfg_notes", "cfg_drums", "temperature", "top_k", "seed", "seed_rotation", "drums",
@@ -108,6 +109,10 @@ def apply(target: ControlTarget, msg: Any, has_style: bool) -> dict:
     elif isinstance(msg, Prompts):
         if msg.prompts and not has_style:
             raise ControlError("prompts: this server has no style model, so prompts cannot be encoded")
+        for p in msg.prompts:  # the style model reads a text naming an audio file as that file: not from afar
+            if p.text.strip().lower().endswith(AUDIO_SUFFIXES):
+                raise ControlError(f"prompt {p.text[:60]!r}: audio-file prompts are not accepted from a page (a path "
+                                   "would read this server's files); send a text prompt")
         target.apply("prompts", tuple((p.text, p.weight) for p in msg.prompts))
     elif isinstance(msg, Set):
         target.apply(msg.name, msg.value)
