@@ -288,3 +288,23 @@ def test_fuzz_ten_thousand_messages_keep_both_streams_going(bundle):
         assert recv_json(ws, "ok")[0]["for"] == "note_on"
         assert keeps_playing(ws, player) and keeps_playing(other, bystander)
         assert bystander.rejected == 0
+
+
+def test_serve_command_beyond_localhost_prints_a_token_url_and_requires_it(monkeypatch, capsys):
+    import uvicorn
+
+    from openmrt.cli import main
+
+    ran = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, **kw))
+    assert main(["serve", "--host", "0.0.0.0", "--port", "8799", "--model", "random:tiny", "--device", "cpu"]) == 0
+    server = ran["app"].state.server
+    assert ran["host"] == "0.0.0.0" and ran["port"] == 8799 and server.token
+    assert f"http://127.0.0.1:8799/?token={server.token}" in capsys.readouterr().err
+    with TestClient(ran["app"]) as client, client.websocket_connect("/ws") as ws:
+        assert ws.receive_json()["code"] == "bad_token"
+
+    assert main(["serve", "--max-players", "0", "--model", "random:tiny"]) == 1
+    assert "--max-players" in capsys.readouterr().err
+    assert main(["serve", "--host", "0.0.0.0", "--token", "abc", "--model", "random:tiny"]) == 1
+    assert "8 characters" in capsys.readouterr().err
