@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,6 +130,49 @@ def test_a_page_cannot_make_the_server_read_its_files(tmp_path):
         reply, _ = protocol.handle(live, json.dumps({"type": "prompts", "prompts": [{"text": text, "weight": 1}]}))
         assert reply["type"] == "error" and "audio-file prompts" in reply["message"]
     assert live.snapshot().prompts == ()
+
+
+def _wav_bytes(seconds: float, sr: int = 48000) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(buf, np.stack([np.sin(2 * np.pi * 220 * t)] * 2, axis=1) * 0.3, sr, format="WAV")
+    return buf.getvalue()
+
+
+def test_audio_prompts_are_uploaded_checked_and_played(bundle):
+    from openmrt.style import load_style
+
+    server = _server(bundle, style_source=load_style("demo"), token="upload-token")
+    with TestClient(server.app) as client:
+        assert client.post("/upload", content=_wav_bytes(1)).status_code == 403  # no token
+        url = "/upload?token=upload-token"
+        r = client.post(url, content=b"RIFF not really a wav" * 10)
+        assert r.status_code == 415 and r.json()["code"] == "bad_audio"
+        r = client.post(url, content=_wav_bytes(121, sr=8000))  # longer than the style model should read
+        assert r.status_code == 415
+        r = client.post(url, content=b"\0" * (10 * 2**20 + 1))
+        assert r.status_code == 413 and r.json()["code"] == "too_large"
+        r = client.post(url, content=_wav_bytes(2))
+        assert r.status_code == 200 and r.json()["id"].startswith("upload:") and r.json()["seconds"] == 2.0
+        uid = r.json()["id"]
+        with client.websocket_connect("/ws?token=upload-token") as ws:
+            player = server.players[recv_json(ws, "hello")[0]["player"]]
+            ws.send_text(json.dumps({"type": "prompts", "prompts": [{"text": uid, "weight": 1},
+                                                                    {"text": "warm pads", "weight": 0.5}]}))
+            assert recv_json(ws, "ok")[0]["for"] == "prompts"
+            (path, w), (text, _) = player.live.snapshot().prompts
+            assert path == str(server.uploads[uid.split(":", 1)[1]]) and w == 1.0 and text == "warm pads"
+            assert player.style.tokens(player.live.snapshot(), wait=True) is not None  # the style model read it
+            assert player.style.errors == 0
+            ws.send_text(json.dumps({"type": "prompts", "prompts": [{"text": "upload:nope", "weight": 1}]}))
+            assert "no such upload" in recv_json(ws, "error")[0]["message"]
+        upload_dir = Path(server._upload_dir.name)
+    server.close()
+    assert not upload_dir.exists()
 
 
 def test_pcm16_is_interleaved_little_endian_and_clipped():

@@ -52,6 +52,18 @@ def served():
     server.close()
 
 
+def _wav(seconds: float) -> bytes:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    t = np.arange(int(seconds * 48000)) / 48000
+    sf.write(buf, np.stack([np.sin(2 * np.pi * 330 * t)] * 2, axis=1) * 0.3, 48000, format="WAV")
+    return buf.getvalue()
+
+
 def _player(server, page):
     page.wait_for_function("window.openmrt && window.openmrt.player !== null", timeout=20_000)
     return server.players[page.evaluate("window.openmrt.player")]
@@ -77,6 +89,11 @@ def test_two_pages_play_and_their_controls_reach_their_own_sessions(served):
             pages[1].click("#prompt-add")
             pages[1].locator("#prompt-list input[type=text]").nth(1).fill("drum and bass")
             pages[1].locator("#blend").click(position={"x": 120, "y": 35})  # on the first prompt of the blend
+            pages[0].set_input_files("#prompt-file", files=[{"name": "riff.wav", "mimeType": "audio/wav",
+                                                             "buffer": _wav(1.0)}])  # an audio prompt, uploaded
+            pages[0].wait_for_function("[...document.querySelectorAll('#prompt-list input[type=text]')]"
+                                       ".some((e) => e.value.startsWith('upload:'))", timeout=20_000)
+            pages[0].click("#prompt-send")
             for page in pages:  # both play on, side by side, for 10 s of audio each
                 page.wait_for_function(f"window.openmrt.samplesPlayed >= {int(SECONDS * 48000)}", timeout=60_000)
 
@@ -85,7 +102,8 @@ def test_two_pages_play_and_their_controls_reach_their_own_sessions(served):
             assert {"type": "set", "name": "temperature", "value": 0.8} in b.history
             assert b.live.snapshot().temperature == 0.8 and a.live.snapshot().temperature != 0.8
             assert b.live.snapshot().prompts == (("jazz piano", 1.0), ("drum and bass", 0.0))  # the blend's weights
-            assert a.live.snapshot().prompts == ()
+            (path, weight), = a.live.snapshot().prompts
+            assert Path(path).parent == Path(server._upload_dir.name) and weight == 1.0
             for page, player in zip(pages, (a, b), strict=True):
                 got = page.evaluate("window.openmrt.samplesReceived")
                 assert got >= SECONDS * 48000 and got <= player.sent_samples

@@ -10,9 +10,11 @@ card does. A bad message gets an error reply and the stream goes on; a player's 
 from __future__ import annotations
 
 import hmac
+import io
 import logging
 import re
 import secrets
+import tempfile
 import threading
 import time
 from collections import deque
@@ -22,8 +24,9 @@ from typing import Any
 
 import anyio
 import numpy as np
+import soundfile as sf
 from starlette.applications import Starlette
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -39,6 +42,10 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 _NAME = re.compile(r"^[A-Za-z0-9_-]+\.(html|js|css|png|svg)$")
 _TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css", "png": "image/png", "svg": "image/svg+xml"}
+UPLOAD_FORMATS = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3", "AIFF": ".aiff"}
+MAX_UPLOAD_BYTES = 10 * 2**20
+MAX_UPLOAD_SECONDS = 120.0  # the style model reads the whole file on every re-encode
+MAX_UPLOADS = 32  # files kept; the oldest goes first
 STATUS_SECONDS = 0.5
 MAX_CATCH_UP = 5  # frames sent at once after the event loop stalled; a longer stall re-syncs the clock instead
 
@@ -104,8 +111,10 @@ class Server:
         self._lock = threading.Lock()
         self._next_id = 1
         self._files = {p.name for p in STATIC.iterdir() if _NAME.match(p.name)}  # fixed at start: nothing else
+        self._upload_dir = tempfile.TemporaryDirectory(prefix="openmrt-uploads-")
+        self.uploads: dict[str, Path] = {}  # id -> file this server wrote (ids are unguessable)
         self.app = Starlette(routes=[Route("/", self.index), Route("/static/{name:path}", self.static),
-                                     WebSocketRoute("/ws", self.ws)])
+                                     Route("/upload", self.upload, methods=["POST"]), WebSocketRoute("/ws", self.ws)])
         self.app.state.server = self
 
     # -- files ---------------------------------------------------------------------------------------------------------
@@ -118,6 +127,39 @@ class Server:
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(STATIC / name, media_type=_TYPES[name.rsplit(".", 1)[1]],
                             headers={"Cache-Control": "no-store"})
+
+    async def upload(self, request: Any) -> Response:
+        """An audio file for an audio prompt: the body is the file; the reply's ``id`` goes in a prompt's text."""
+        if not self._token_ok(request):
+            return JSONResponse(protocol.error("bad_token", "missing or wrong token"), status_code=403)
+        too_big = protocol.error("too_large", f"audio prompts are limited to {MAX_UPLOAD_BYTES // 2**20} MiB")
+        if int(request.headers.get("content-length") or 0) > MAX_UPLOAD_BYTES:
+            return JSONResponse(too_big, status_code=413)
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_UPLOAD_BYTES:
+                return JSONResponse(too_big, status_code=413)
+        try:
+            info = sf.info(io.BytesIO(bytes(data)))
+        except Exception:  # libsndfile's error types vary; anything it cannot open is refused
+            info = None
+        if info is None or info.format not in UPLOAD_FORMATS or not 0 < info.duration <= MAX_UPLOAD_SECONDS:
+            return JSONResponse(protocol.error("bad_audio", "not an audio file of up to "
+                                               f"{MAX_UPLOAD_SECONDS:g} s ({', '.join(UPLOAD_FORMATS)})"),
+                                status_code=415)
+        uid = secrets.token_urlsafe(12)
+        path = Path(self._upload_dir.name) / f"{uid}{UPLOAD_FORMATS[info.format]}"
+        path.write_bytes(data)
+        with self._lock:
+            self.uploads[uid] = path
+            while len(self.uploads) > MAX_UPLOADS:
+                self.uploads.pop(next(iter(self.uploads))).unlink(missing_ok=True)
+        return JSONResponse({"id": protocol.UPLOAD_PREFIX + uid, "seconds": info.duration})
+
+    def _upload_path(self, uid: str) -> Path | None:
+        with self._lock:
+            return self.uploads.get(uid)
 
     # -- players -------------------------------------------------------------------------------------------------------
     def _join(self) -> Player | None:
@@ -156,10 +198,10 @@ class Server:
             with self._lock:
                 self.players.pop(player.id, None)
 
-    def _token_ok(self, ws: WebSocket) -> bool:
+    def _token_ok(self, conn: Any) -> bool:
         if self.token is None:
             return True
-        given = ws.query_params.get("token", "")
+        given = conn.query_params.get("token", "")
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     async def ws(self, ws: WebSocket) -> None:
@@ -204,7 +246,8 @@ class Server:
                                                                       " messages dropped"))
                 continue
             text = m.get("text") if m.get("text") is not None else m.get("bytes")
-            reply, msg = protocol.handle(player.target, text, has_style=self.style_source is not None)
+            reply, msg = protocol.handle(player.target, text, has_style=self.style_source is not None,
+                                         uploads=self._upload_path)
             if msg is None:
                 player.rejected += 1
             else:
@@ -262,6 +305,7 @@ class Server:
             players = [p for p in self.players.values() if p is not None]
         for p in players:
             self._leave(p)
+        self._upload_dir.cleanup()
 
 
 def _controls_json(c: Controls) -> dict:

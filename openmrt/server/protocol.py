@@ -9,6 +9,8 @@ message gets exactly one reply, ``ok`` or ``error``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -19,6 +21,8 @@ from openmrt.errors import ControlError
 from openmrt.io import ControlTarget
 from openmrt.style import AUDIO_SUFFIXES
 
+Uploads = Callable[[str], Path | None] | None  # upload id -> the file the server stored (or None)
+UPLOAD_PREFIX = "upload:"  # a prompt text naming a file uploaded to this server (POST /upload)
 MAX_MESSAGE_CHARS = 8192  # a control message is small; anything longer is refused before parsing
 SETTABLE = ("cfg_style", "cfg_notes", "cfg_drums", "temperature", "top_k", "seed", "seed_rotation", "drums",
             "auto_strum", "unmask_width", "solo", "midi_gate")
@@ -94,8 +98,9 @@ def parse(text: str) -> Any:
         raise ControlError(f"invalid message ({errs}); see docs/server.md") from None
 
 
-def apply(target: ControlTarget, msg: Any, has_style: bool) -> dict:
-    """Dispatch a parsed message; returns the reply. ControlError for values the controls refuse."""
+def apply(target: ControlTarget, msg: Any, has_style: bool, uploads: Uploads = None) -> dict:
+    """Dispatch a parsed message; returns the reply. ControlError for values the controls refuse.
+    ``uploads`` maps an upload id to the file the server stored (audio prompts)."""
     if isinstance(msg, Ping):
         return {"type": "pong", "t": msg.t}
     if isinstance(msg, NoteOn):
@@ -109,11 +114,7 @@ def apply(target: ControlTarget, msg: Any, has_style: bool) -> dict:
     elif isinstance(msg, Prompts):
         if msg.prompts and not has_style:
             raise ControlError("prompts: this server has no style model, so prompts cannot be encoded")
-        for p in msg.prompts:  # the style model reads a text naming an audio file as that file: not from afar
-            if p.text.strip().lower().endswith(AUDIO_SUFFIXES):
-                raise ControlError(f"prompt {p.text[:60]!r}: audio-file prompts are not accepted from a page (a path "
-                                   "would read this server's files); send a text prompt")
-        target.apply("prompts", tuple((p.text, p.weight) for p in msg.prompts))
+        target.apply("prompts", tuple((_source(p.text, uploads), p.weight) for p in msg.prompts))
     elif isinstance(msg, Set):
         target.apply(msg.name, msg.value)
     elif isinstance(msg, Reset):
@@ -121,13 +122,27 @@ def apply(target: ControlTarget, msg: Any, has_style: bool) -> dict:
     return {"type": "ok", "for": msg.type}
 
 
-def handle(target: ControlTarget, text: Any, has_style: bool = True) -> tuple[dict, Any]:
+def _source(text: str, uploads: Uploads) -> str:
+    """A prompt's text as the style model gets it: an uploaded file's path for ``upload:ID``."""
+    if text.startswith(UPLOAD_PREFIX):
+        path = uploads(text[len(UPLOAD_PREFIX):]) if uploads else None
+        if path is None:
+            raise ControlError(f"prompt {text[:60]!r}: no such upload on this server (upload the file again)")
+        return str(path)
+    if text.strip().lower().endswith(AUDIO_SUFFIXES):  # the style model reads such a text as a file: not from afar
+        raise ControlError(f"prompt {text[:60]!r}: audio-file prompts are not accepted as paths (a path would read "
+                           "this server's files); upload the file (POST /upload) and send its upload:ID")
+    return text
+
+
+def handle(target: ControlTarget, text: Any, has_style: bool = True,
+           uploads: Uploads = None) -> tuple[dict, Any]:
     """(reply, parsed message or None). Never raises: a bad message, or a target bug, is an error reply."""
     if not isinstance(text, str):
         return error("bad_message", "binary messages are not accepted; send JSON text"), None
     try:
         msg = parse(text)
-        return apply(target, msg, has_style), msg
+        return apply(target, msg, has_style, uploads), msg
     except ControlError as e:
         return error("bad_message", str(e)), None
     except Exception as e:  # a target bug must not end the connection

@@ -106,6 +106,16 @@ function addPrompt(text, weight) {
   row.children[2].onclick = () => row.remove();
   $('prompt-list').appendChild(row);
 }
+$('prompt-file').onchange = async () => {  // an audio prompt: upload it, then it is a prompt row like any other
+  const file = $('prompt-file').files[0];
+  if (!file) return;
+  const token = new URLSearchParams(location.search).get('token');
+  const r = await fetch('/upload' + (token ? '?token=' + encodeURIComponent(token) : ''), {method: 'POST', body: file});
+  const j = await r.json();
+  if (!r.ok) { log(j.code + ': ' + j.message); return; }
+  if ($('prompt-list').children.length < 6) { addPrompt(j.id, 1); $('prompt-list').lastChild.title = file.name; }
+  $('prompt-file').value = '';
+};
 $('prompt-add').onclick = () => { if ($('prompt-list').children.length < 6) addPrompt('', 1); };
 $('prompt-send').onclick = () => {
   const prompts = [...$('prompt-list').children]
