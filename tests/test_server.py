@@ -10,16 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from starlette.testclient import TestClient  # needs httpx (dev extras)
 
-pytest.importorskip("starlette")
-pytest.importorskip("httpx")  # TestClient
-from starlette.testclient import TestClient  # noqa: E402
-
-from openmrt.controls import LiveControls  # noqa: E402
-from openmrt.errors import ConfigError, ControlError  # noqa: E402
-from openmrt.server import protocol  # noqa: E402
-from openmrt.server.app import Server  # noqa: E402
-from openmrt.server.cli import resolve_token  # noqa: E402
+from openmrt.controls import LiveControls
+from openmrt.errors import ConfigError, ControlError
+from openmrt.server import protocol
+from openmrt.server.app import Server
+from openmrt.server.cli import resolve_token
 
 FRAME_BYTES = 1920 * 2 * 2  # one 40 ms stereo PCM16 frame
 
