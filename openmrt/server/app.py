@@ -133,7 +133,8 @@ class Server:
         if not self._token_ok(request):
             return JSONResponse(protocol.error("bad_token", "missing or wrong token"), status_code=403)
         too_big = protocol.error("too_large", f"audio prompts are limited to {MAX_UPLOAD_BYTES // 2**20} MiB")
-        if int(request.headers.get("content-length") or 0) > MAX_UPLOAD_BYTES:
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_UPLOAD_BYTES:
             return JSONResponse(too_big, status_code=413)
         data = bytearray()
         async for chunk in request.stream():
