@@ -18,6 +18,7 @@ MODULES = [
     "openmrt.style.cli",  # style embed, style tokens, style eval
     "openmrt.eval.cli",  # eval lm, eval codec, eval roundtrip
     "openmrt.hub_cli",  # models list|download|verify
+    "openmrt.server.cli",  # serve
 ]
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs openmrt and everything its tests need on a fresh Debian/Ubuntu machine:
-# system packages (FluidSynth, a General MIDI SoundFont, libsndfile, PortAudio, JACK), then the
+# system packages (FluidSynth, a General MIDI SoundFont, libsndfile, PortAudio, JACK, Chromium), then the
 # package itself in editable mode with its dev tools inside a virtual environment `.venv` (stock
 # Debian 12+/Ubuntu 24.04 Pythons refuse system-wide pip installs, PEP 668), and basic-pitch
 # without its TensorFlow dependency pins. Afterwards: `.venv/bin/openmrt ...` or
@@ -18,6 +18,9 @@ if command -v apt-get >/dev/null; then
     fluidsynth fluid-soundfont-gm timgm6mb-soundfont libsndfile1 >/dev/null
   # Live audio: PortAudio, and JACK (its dummy driver is the real-time sink on machines with no sound card).
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libportaudio2 jackd2 >/dev/null
+  # The browser tests of `openmrt serve`: Debian's Chromium, driven by Playwright (pip, dev extras) through
+  # executable_path; Playwright's own browser download is not needed.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
   if [ "${OPENMRT_ALL_SOUNDFONTS:-0}" = 1 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq musescore-general-soundfont >/dev/null
   fi
