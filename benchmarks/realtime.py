@@ -237,8 +237,9 @@ PIPELINE = "pipeline"  # suffix: LM and codec as two stages on two threads (Fram
 DEFAULT = {"cpu": ["eager"], "cuda": ["eager", "graphs"]}  # without --best
 # --best: openmrt's fastest known (setting, LM dtype) candidates per device; the available ones run
 # and the fastest measured is marked. CPU: bf16 LM ~2x f32 at 2 threads (docs/benchmarks.md, LM).
+# Sequential candidates give both threads to each stage in turn; pipelined ones one thread per stage.
 BEST = {"cpu": [("int8+fast-int8+pipeline", "float32"), ("int8+fast-bf16+pipeline", "float32"),
-                ("int8+fast+pipeline", "float32"), ("eager", "bfloat16")],
+                ("int8+fast-bf16", "float32"), ("int8+fast-int8", "float32"), ("eager", "bfloat16")],
         "cuda": [("graphs", "bfloat16"), ("eager", "bfloat16")]}
 
 

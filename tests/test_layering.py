@@ -10,8 +10,8 @@ Layers, low to high (a module may import its own layer's package and any lower l
    MusicCoCa finds its files here;
 3. ``style``, ``data``: ``style`` may import ``data`` (its training examples are data's shards), never the reverse
    (issue 17 named data -> style as an upward import);
-4. ``engine`` (and ``server``, when it exists): the live session;
-5. ``eval``;
+4. ``engine``: the live session;
+5. ``server`` (players over WebSockets, on the engine), ``eval`` (independent of each other);
 6. ``train``;
 7. entry points: ``openmrt/cli.py``, ``openmrt/__main__.py``, ``openmrt/hub_cli.py`` and every package's ``cli.py``
    may import anything.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import openmrt
 
-LAYERS = {"lm": 1, "codec": 1, "io": 1, "hub": 2, "hub_download": 2, "style": 3, "data": 3, "engine": 4, "server": 4,
+LAYERS = {"lm": 1, "codec": 1, "io": 1, "hub": 2, "hub_download": 2, "style": 3, "data": 3, "engine": 4, "server": 5,
           "eval": 5, "train": 6}
 ENTRY = 7
 SAME_LAYER = {("style", "data"), ("hub_download", "hub")}  # (importer, imported) pairs allowed within a layer

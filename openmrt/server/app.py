@@ -230,7 +230,8 @@ class Server:
         except (WebSocketDisconnect, anyio.ClosedResourceError, anyio.BrokenResourceError, RuntimeError):
             pass  # the page went away (RuntimeError: starlette's send after close)
         finally:
-            await anyio.to_thread.run_sync(self._leave, player)
+            with anyio.CancelScope(shield=True):  # the page's task may be cancelled: the slot must still be freed
+                await anyio.to_thread.run_sync(self._leave, player)
 
     async def _receive(self, ws: WebSocket, player: Player) -> None:
         limit = RateLimit(self.rate, self.burst)
