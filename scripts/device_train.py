@@ -1,7 +1,7 @@
 """Driver of scripts/device_train.sh: train the demo codec v2 in a few minutes on one GPU from shards carried
 with the working tree, writing the weights and a log to $OUT (at most 8 files, each under 16 MiB).
 
-    python scripts/device_train.py --prepare SHARDS [SHARDS ...]   # here: pack <= 34 MiB into device_data/codec2 (tree ~25 MB; a call carries 64 MiB)
+    python scripts/device_train.py --prepare SHARDS [SHARDS ...]   # here: pack <= 34 MiB into device_data/codec2
     python scripts/device_train.py --out $OUT                      # on the GPU machine (device_train.sh)
     python scripts/device_train.py --dry-run --out DIR             # CPU, tiny model and data, < 2 minutes
 
