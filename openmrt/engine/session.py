@@ -31,6 +31,7 @@ from openmrt.engine.bundle import Bundle
 from openmrt.engine.frames import FRAME, FrameStream
 from openmrt.engine.ring import RingBuffer
 from openmrt.errors import CheckpointError, ControlError
+from openmrt.lm.generate import check_temperature, check_top_k
 from openmrt.streaming import load_tensors, save_tensors
 
 log = logging.getLogger("openmrt.session")
@@ -130,6 +131,8 @@ class Session:
             inp = self.frame_input()
             if not isinstance(inp, FrameInput) or inp.cond.shape != (tk.NUM_COND,):
                 raise ControlError(f"frame_input returned {type(inp).__name__}, not a 144-channel FrameInput")
+            check_temperature(inp.temperature)  # checked here, where a bad value keeps the previous input
+            check_top_k(inp.top_k, tk.CODEBOOK_SIZE)
             self._last_input = inp
         except Exception as e:  # a bad control must never stop the stream
             self.control_errors += 1
@@ -153,7 +156,9 @@ class Session:
         t_snapshot = time.perf_counter()
         inp = self._input()
         with self._lock:
-            self.stream.lm.temperature, self.stream.lm.top_k = inp.temperature, inp.top_k
+            lm = self.stream.lm
+            if (lm.temperature, lm.top_k) != (inp.temperature, inp.top_k):  # device writes only when they move
+                lm.temperature, lm.top_k = inp.temperature, inp.top_k
             try:
                 audio, _ = self.stream.step(inp.cond)
                 if not np.isfinite(audio).all():  # never send NaN to a speaker (a corrupt state, a bad weight)
