@@ -18,7 +18,7 @@ from openmrt.codec.model import SpectroStream
 from openmrt.config import CodecConfig
 from openmrt.device import resolve_device
 from openmrt.errors import CheckpointError
-from openmrt.weights import check_shapes, load_tensors, parse_config, read_metadata, save_tensors
+from openmrt.weights import LEGACY_CONFIG_KEYS, check_shapes, load_tensors, parse_config, read_metadata, save_tensors
 
 KIND = "openmrt-codec"
 DEMO_PATH = Path(__file__).resolve().parents[1] / "assets" / "demo" / "codec.safetensors"
@@ -48,9 +48,7 @@ def load_codec_file(path: str | Path, device: torch.device | str = "cpu") -> Spe
     cfg = parse_config(meta, path, "codec", CodecConfig.from_json)
     check_shapes(lambda: SpectroStream(cfg), tensors, path, "codec")
     model = SpectroStream(cfg)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit its own config: missing {missing}, unexpected {unexpected}")
+    model.load_state_dict(tensors)  # check_shapes proved the keys and shapes fit
     return model.to(resolve_device(device)).eval()
 
 
@@ -86,7 +84,7 @@ def load_codec(spec: str | Path | None = None, device: torch.device | str = "cpu
         raise CheckpointError(f"no codec {str(spec)!r}: use demo, an openmrt codec file, or an official MRT2 "
                               "checkpoint file or bundle folder")
     meta = read_metadata(path, "codec checkpoint")
-    if meta.get("kind") == KIND or "codec_config" in meta:
+    if meta.get("kind") == KIND or any(k in meta for k in LEGACY_CONFIG_KEYS):
         return load_codec_file(path, device)
     if meta.get("kind", "").startswith("openmrt-"):
         raise CheckpointError(f"{path} is an {meta['kind']} file, not a codec")

@@ -206,10 +206,7 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from openmrt.device import resolve_device, resolve_dtype
-
-    device = resolve_device(args.device)
-    bundle = load_bundle(args.model, seed=args.seed).to(device, resolve_dtype(args.dtype, device))
+    bundle = load_bundle(args.model, seed=args.seed, device=args.device, dtype=args.dtype)
     if args.style:
         from openmrt.style import load_style
 
