@@ -161,6 +161,7 @@ class CodecV2(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [B, K, L] -> audio [B, (K − 1)·1920, 2]."""
+        self.quantizer.check_codes(codes)  # where codes enter, as SpectroStream.decode (decode_step never syncs)
         return self.decode_latents(self.quantizer.decode(codes))
 
     # ---------------------------------------------------------------------------------- streaming

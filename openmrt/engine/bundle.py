@@ -21,6 +21,7 @@ from openmrt.config import codec_config, lm_config
 from openmrt.device import free_cores, resolve_device, resolve_dtype
 from openmrt.errors import CheckpointError, ConfigError
 from openmrt.frame import FRAME_MS, FRAME_SAMPLES
+from openmrt.lm.generate import best_setting
 from openmrt.lm.model import Depthformer
 
 log = logging.getLogger(__name__)
@@ -126,9 +127,6 @@ def load_bundle(spec: str, seed: int = 0, device: str | torch.device | None = No
     return bundle
 
 
-FULL_WIDTH_LM = 512  # below this int8 does not pay on the CPU (demo 0.95x, tiny 1.17x the float32 frame time)
-
-
 def choose_speed(bundle: Bundle, dtype: str | torch.dtype | None = "auto") -> Speed:
     """The frame setting for ``--dtype`` on the bundle's device: ``auto`` is the fastest measured one
     (docs/benchmarks.md); ``float32``/``bfloat16`` keep the LM exact; ``int8`` asks for int8 on the CPU.
@@ -139,11 +137,11 @@ def choose_speed(bundle: Bundle, dtype: str | torch.dtype | None = "auto") -> Sp
     name = "auto" if dtype is None else dtype if isinstance(dtype, str) else "explicit"
     if dev.type == "cuda":
         return Speed(lm="graphs" if name in ("", "auto") else "eager")
-    wide = bundle.lm.cfg.temporal.dim >= FULL_WIDTH_LM
+    lm = best_setting("cpu", bundle.lm)  # int8 where it pays (the LM's own rule)
     full_codec = bundle.codec.config.width >= 1.0
     reduced = "bf16" if bf16_supported() else "int8"
     if name in ("", "auto"):
-        lm, codec = ("int8", reduced) if wide else ("eager", reduced if full_codec else "f32")
+        codec = reduced if lm == "int8" or full_codec else "f32"
     elif name == "int8":
         lm, codec = "int8", reduced
     else:

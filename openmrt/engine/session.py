@@ -278,11 +278,9 @@ class Session:
             seed = self.seed + self.seed_rotation
             self.stream.reset(seed)
             if self._reset_target is not None:
-                sd = self._reset_target
+                self.stream.load_state_dict(self._reset_target)
                 if (self.seed, self.seed_rotation) != self._target_seeds:  # the seed changed: new noise from here on
-                    fresh = self.stream.state_dict()
-                    sd = {k: (fresh[k] if k == "lm.seed" else v) for k, v in sd.items()}
-                self.stream.load_state_dict(sd)
+                    self.stream.lm.set_seeds(seed)
             self._fade = True
 
     def reset(self) -> None:

@@ -72,8 +72,11 @@ def check_cond(cond: torch.Tensor) -> None:
         return
     style, regular = cond[:, tk.STYLE], cond[:, tk.STYLE.stop :]
     if int(cond.min()) < 0 or int(style.max()) >= tk.STYLE_VOCAB or \
-            int((regular + torch.as_tensor(tk.REGULAR_OFFSETS)).max()) >= tk.REGULAR_ROWS:
+            int((regular + _REGULAR_OFFSETS).max()) >= tk.REGULAR_ROWS:
         raise ControlError("conditioning tokens out of range: pass raw values through tokens.encode_conditioning")
+
+
+_REGULAR_OFFSETS = torch.as_tensor(tk.REGULAR_OFFSETS)  # made once: check_cond runs every frame
 
 
 def check_forced(forced: torch.Tensor) -> None:
@@ -131,7 +134,7 @@ class LMGenerator:
         self.guidance = [guidance[k] for k in self.guidance_keys]
         self.temperature, self.top_k = temperature, top_k
         self.seed = seed
-        self._set_seeds(seed)
+        self.set_seeds(seed)
         self._graph = None
         if cuda_graph:
             with torch.inference_mode():
@@ -174,14 +177,15 @@ class LMGenerator:
         self._top_k = check_top_k(k, self.core.codebook)
         self.core.top_k.fill_(self._top_k)
 
-    def _set_seeds(self, seed: int) -> None:
+    def set_seeds(self, seed: int) -> None:
+        """Noise seeds seed, seed + 1, ... for the streams (the only thing a new seed changes)."""
         self.core.state.seed.copy_(torch.arange(self.batch_size) + int(seed))
 
     def reset(self, seed: int | None = None) -> None:
         """Back to a fresh stream (buffers reset in place)."""
         with torch.no_grad():
             self.core.reset(torch.ones(self.batch_size, dtype=torch.bool))
-            self._set_seeds(self.seed if seed is None else seed)
+            self.set_seeds(self.seed if seed is None else seed)
 
     @property
     def frame(self) -> int:
@@ -245,13 +249,16 @@ class LMGenerator:
             raise CheckpointError(f"stream state {path} does not fit (saved by another openmrt version?): {e}") from e
 
 
+FULL_WIDTH_LM = 512  # below this int8 does not pay on the CPU (demo 0.95x, tiny 1.17x the float32 frame time)
+
+
 def best_setting(device: torch.device | str, model: Depthformer | None = None) -> str:
     """openmrt's fastest LM setting on a device: CUDA graphs on a GPU; on the CPU int8, except for
     models narrower than demo (tiny, width 128: int8 took 1.17x the float32 frame time there; demo
     0.95x, mrt2_small 0.46x; 1 thread, paired frames, benchmarks/results/lm_step_before_after.json)."""
     if torch.device(device).type == "cuda":
         return "graphs"
-    return "eager" if model is not None and model.cfg.temporal.dim < 256 else "int8"
+    return "eager" if model is not None and model.cfg.temporal.dim < FULL_WIDTH_LM else "int8"
 
 
 def make_generator(model: Depthformer, setting: str = "eager", **kwargs) -> LMGenerator:

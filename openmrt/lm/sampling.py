@@ -29,12 +29,6 @@ def top_k_mask(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None, device=None) -> torch.Tensor:
-    """Standard Gumbel noise: -log(E) with E ~ Exp(1)."""
-    e = torch.empty(shape, device=device, dtype=torch.float32).exponential_(generator=generator)
-    return -torch.log(e)
-
-
 def sample(logits: torch.Tensor, temperature: float, top_k: int, gumbel: torch.Tensor | None) -> torch.Tensor:
     """logits [G, V] (f32, one level's slice) -> index [G] in 0..V-1."""
     l = top_k_mask(logits, top_k)
