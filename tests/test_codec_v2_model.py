@@ -111,8 +111,22 @@ def test_grid_targets_are_in_sinusoid_units():
     assert grid_magnitudes(torch.stack([x, x], -1)[None])[0, 0, 30].max().item() == pytest.approx(0.25, rel=1e-3)
 
 
-def _shards(root, seconds: float = 6.0, seed: int = 0):
-    """A tiny shard folder: two tones with their note labels."""
+def _midi(pitch: int, seconds: float) -> bytes:
+    import io
+
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(0)
+    inst.notes.append(pretty_midi.Note(velocity=90, pitch=pitch, start=0.0, end=seconds))
+    pm.instruments.append(inst)
+    buf = io.BytesIO()
+    pm.write(buf)
+    return buf.getvalue()
+
+
+def _shards(root, seconds: float = 6.0, seed: int = 0, midi: bool = False):
+    """A tiny shard folder: two tones with their note labels (and their MIDI files with ``midi``)."""
     from openmrt.data.labels import Labels
     from openmrt.data.shards import Example, write_index, write_shard
 
@@ -127,7 +141,8 @@ def _shards(root, seconds: float = 6.0, seed: int = 0):
         notes[:, pitch] = 1
         notes[0, pitch] = 2
         examples.append(Example(audio=np.stack([x, x]).astype(np.float32),
-                                labels=Labels(notes=notes, drums=np.zeros(frames, np.int8)), meta={"style": "test"}))
+                                labels=Labels(notes=notes, drums=np.zeros(frames, np.int8)), meta={"style": "test"},
+                                midi=_midi(pitch, seconds) if midi else b""))
     root.mkdir(parents=True, exist_ok=True)
     write_shard(root / "shard_00000.npz", examples)
     write_index(root, {"kind": "test"})
@@ -150,7 +165,7 @@ def _args(data, out, **kw) -> argparse.Namespace:
 def test_trainer_learns_resumes_exactly_and_writes_weights(tmp_path):
     from openmrt.train.codec2 import train
 
-    data = _shards(tmp_path / "data")
+    data = _shards(tmp_path / "data", midi=True)
     last = train(_args(data, tmp_path / "a"))
     assert last["step"] == 6
     train(_args(data, tmp_path / "b", stop_after=3))
@@ -181,3 +196,71 @@ def test_heldout_judge_scores_the_phase_head_oracle_and_a_codec(tmp_path):
     untrained = judge(model, levels=12)
     assert untrained["logmag_l1"] > 1.0 and untrained["mel_l1"] > 3 * oracle["mel_l1"]
     assert model.training  # the judge restores the mode it found
+
+
+def test_harmonic_stack_reads_a_notes_partials():
+    """A tone with partials 1..6 of MIDI 57 (220 Hz): the stack's column of 57 reads each partial's amplitude;
+    from the 4th harmonic on, where a semitone spans more than 2 bins, the neighbours' columns read much less."""
+    from openmrt.codec.harmonic import STACK_HARMONICS, harmonic_stack
+
+    t = torch.arange(48000) / 48000
+    f0 = 440 * 2 ** ((57 - 69) / 12)
+    x = sum(0.1 / k * torch.sin(2 * np.pi * k * f0 * t) for k in range(1, 7))
+    mag = grid_magnitudes(torch.stack([x, x], -1)[None])[0, 0, 40]  # [1081], a frame mid-clip
+    read = (mag @ harmonic_stack()).view(len(STACK_HARMONICS), 128)
+    for i, h in enumerate(STACK_HARMONICS):
+        if h >= 1:
+            assert read[i, 57].item() == pytest.approx(0.1 / h, rel=0.25), h
+        if h >= 4:
+            assert max(read[i, 58].item(), read[i, 56].item()) < 0.5 * read[i, 57].item(), h
+    assert read[0, 57].item() < 0.01  # nothing at f0 / 2
+
+
+def test_event_targets_are_exact_note_spans_and_starts():
+    from openmrt.codec.rtpghi import HOP
+    from openmrt.train.codec2 import event_targets, frame_centres
+
+    events = np.array([[0.10, 0.30, 60], [0.5, 0.6, 61]])
+    tgt = event_targets(events, start_s=0.04, frames=5)  # a crop from 40 ms: centres shifted by that
+    t = frame_centres(5) + 0.04
+    assert np.array_equal(np.nonzero(tgt[0, :, 60])[0], np.nonzero((t >= 0.1) & (t < 0.3))[0])
+    starts = np.nonzero(tgt[1, :, 60])[0]
+    assert len(starts) >= 1 and np.all(np.abs(t[starts] - 0.1) <= HOP / 48000)
+    assert tgt[:, :, 61].sum() == 0  # 0.5 s lies past this 0.2 s crop
+    assert tgt.sum() == tgt[:, :, 60].sum()
+
+
+def test_shard_audio_targets_come_from_the_midi_when_kept(tmp_path):
+    from openmrt.train.codec2 import ShardAudio
+
+    with_midi = ShardAudio([_shards(tmp_path / "m", seconds=2.0, midi=True)])
+    without = ShardAudio([_shards(tmp_path / "s", seconds=2.0)])
+    assert all(e is not None for e in with_midi.events) and all(e is None for e in without.events)
+    _, notes, tgt = with_midi.batch(np.random.default_rng(0), 2, 8)
+    pitch = [int(n.sum(0).argmax()) for n in notes.numpy()]
+    for b, p in enumerate(pitch):  # a held tone: sounding in every frame whose centre is inside the clip
+        assert tgt[b, 0, 4:, p].all() and tgt[b, 0].sum() == tgt[b, 0, :, p].sum()
+
+
+def test_warm_start_keeps_old_columns_of_a_grown_layer(tmp_path):
+    from openmrt.codec.rtpghi import FRAMES_PER_TOKEN
+    from openmrt.train.codec2 import warm_start
+    from openmrt.train.codec_vq import CodebookLearner
+    from openmrt.train.common import save_checkpoint
+
+    torch.manual_seed(0)
+    old = CodecV2(CodecV2Config(**TINY))
+    learner = CodebookLearner(old.quantizer, 12)
+    state = old.state_dict()
+    fw = TINY["frame_width"]
+    w = state["encoder.token_in.weight"].view(TINY["width"], FRAMES_PER_TOKEN, -1)[:, :, :fw]
+    state["encoder.token_in.weight"] = w.reshape(TINY["width"], -1).clone()  # the design before the salience
+    del state["decoder.onset.weight"], state["decoder.onset.bias"]
+    save_checkpoint(tmp_path / "last.pt", model=state, learner=learner, step=7)
+    torch.manual_seed(1)
+    new = CodecV2(CodecV2Config(**TINY))
+    warm_start(new, CodebookLearner(new.quantizer, 12), tmp_path / "last.pt")
+    got = new.state_dict()["encoder.token_in.weight"].view(TINY["width"], FRAMES_PER_TOKEN, -1)
+    torch.testing.assert_close(got[:, :, :fw], w)
+    assert got[:, :, fw:].abs().sum() == 0
+    torch.testing.assert_close(new.decoder.gain.weight, old.decoder.gain.weight)

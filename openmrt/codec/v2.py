@@ -24,7 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from openmrt.codec.causal1d import CausalStack, StackState
-from openmrt.codec.harmonic import MAG_SCALE, DecoderState, HarmonicDecoder, PlainDecoder, encoder_bands
+from openmrt.codec.harmonic import (
+    MAG_SCALE,
+    PITCHES,
+    DecoderState,
+    HarmonicDecoder,
+    PlainDecoder,
+    Salience,
+    encoder_bands,
+)
 from openmrt.codec.quantizer import ResidualVQ
 from openmrt.codec.rtpghi import (
     DEFAULT_TOL,
@@ -85,28 +93,40 @@ class EncoderState(StreamState):
 
 
 class EncoderV2(nn.Module):
-    """Grid magnitudes [B, 2, 8K, 1081] -> latents [B, K, D]; latent k sees frames ≤ 8k + 7 (causal)."""
+    """Grid magnitudes [B, 2, 8K, 1081] -> latents [B, K, D]; latent k sees frames ≤ 8k + 7 (causal).
+
+    Two views of each frame enter the 25 Hz stack: learned features of the banded log-magnitudes, and the
+    pitch salience (harmonic.Salience, supervised with the notes), so the code carries pitch from the start
+    instead of having to discover it through the decoder."""
 
     def __init__(self, latent_dim: int, width: int, frame_width: int):
         super().__init__()
         self.register_buffer("bands", encoder_bands(), persistent=False)
         nb = self.bands.shape[1]
+        self.salience = Salience()
         self.frame_in = nn.Linear(2 * nb, frame_width)
-        self.token_in = nn.Linear(FRAMES_PER_TOKEN * frame_width, width)
+        self.token_in = nn.Linear(FRAMES_PER_TOKEN * (frame_width + PITCHES), width)
         self.stack = CausalStack(width, (1, 2, 4, 1))
         self.out = nn.Linear(width, latent_dim)
 
-    def _tokens(self, mag: torch.Tensor) -> torch.Tensor:
+    def _tokens(self, mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, f, _ = mag.shape
         x = (torch.log(torch.matmul(mag, self.bands) + 1e-5) + 7.0) / 3.0  # [B, 2, F, NB], roughly unit scale
         x = F.gelu(self.frame_in(x.transpose(1, 2).reshape(b, f, -1)))
-        return self.token_in(x.reshape(b, f // FRAMES_PER_TOKEN, -1))
+        sal = self.salience(mag)
+        x = torch.cat([x, torch.sigmoid(sal)], -1)
+        return self.token_in(x.reshape(b, f // FRAMES_PER_TOKEN, -1)), sal
+
+    def features(self, mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents [B, K, D], pitch salience logits [B, 8K, 128]) of a whole sequence."""
+        x, sal = self._tokens(mag)
+        return self.out(self.stack(x)), sal
 
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
-        return self.out(self.stack(self._tokens(mag)))
+        return self.features(mag)[0]
 
     def step(self, mag: torch.Tensor, state: StackState) -> torch.Tensor:
-        return self.out(self.stack.step(self._tokens(mag), state))
+        return self.out(self.stack.step(self._tokens(mag)[0], state))
 
 
 @dataclass

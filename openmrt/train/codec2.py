@@ -39,6 +39,7 @@ from openmrt.codec.rtpghi import FRAMES_PER_TOKEN, HOP, PAD, WIN
 from openmrt.codec.v2 import CodecV2, CodecV2Config, grid_magnitudes, save_codec_v2
 from openmrt.errors import DataError
 from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
+from openmrt.tokens import NOTE_ONSET
 from openmrt.train.codec_vq import CodebookLearner
 from openmrt.train.common import (
     CSVLog,
@@ -54,12 +55,14 @@ LOG_FLOOR = 1e-5
 
 
 class ShardAudio:
-    """Audio int16 [2, N] and note states int8 [T, 128] of every example in shard folders, read with numpy
-    alone (the shard format of openmrt/data/shards.py)."""
+    """Audio int16 [2, N], note states int8 [T, 128] and, where the shard keeps the source MIDI and
+    pretty_midi is installed, the exact notes (start s, end s, pitch) of every example in shard folders
+    (the shard format of openmrt/data/shards.py)."""
 
     def __init__(self, roots: list[str | Path], min_frames: int = 1):
         self.audio: list[np.ndarray] = []
         self.notes: list[np.ndarray] = []
+        self.events: list[np.ndarray | None] = []
         for root in roots:
             root = Path(root)
             index = root / "index.json"
@@ -69,22 +72,27 @@ class ShardAudio:
                 try:
                     with np.load(root / s["file"], allow_pickle=False) as z:
                         audio, notes, offsets = z["audio"], z["notes"], z["offsets"]
+                        midi, moff = (z["midi"], z["midi_offsets"]) if "midi" in z.files else (None, None)
                 except (OSError, ValueError, KeyError) as e:
                     raise DataError(f"cannot read shard {root / s['file']}: {e}") from e
-                for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+                for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
                     if b - a >= min_frames:
                         self.audio.append(audio[:, a * FRAME_SAMPLES:b * FRAME_SAMPLES])
                         self.notes.append(notes[a:b])
+                        self.events.append(_midi_events(midi[moff[i]:moff[i + 1]].tobytes()) if midi is not None
+                                           else None)
         if not self.audio:
             raise DataError(f"{', '.join(map(str, roots))}: no examples of at least {min_frames} frames")
         lengths = np.array([n.shape[0] for n in self.notes], np.float64)
         self.p = lengths / lengths.sum()
 
-    def batch(self, rng: np.random.Generator, size: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token-aligned crops: audio [size, 1920·frames, 2] float32, note states [size, frames, 128] int8.
-        Near-silent crops are redrawn (up to 4 tries)."""
+    def batch(self, rng: np.random.Generator, size: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token-aligned crops: audio [size, 1920·frames, 2] float32, note states [size, frames, 128] int8 and
+        the decoder frames' targets [size, 2, 8·frames, 128] (note sounding, note starting: exact from the
+        MIDI where the shard keeps it, else from the 25 Hz states). Near-silent crops are redrawn (up to 4)."""
         audio = np.zeros((size, frames * FRAME_SAMPLES, 2), np.float32)
         notes = np.zeros((size, frames, PITCHES), np.int8)
+        targets = np.zeros((size, 2, frames * FRAMES_PER_TOKEN, PITCHES), np.float32)
         for b in range(size):
             for _ in range(4):
                 i = int(rng.choice(len(self.audio), p=self.p))
@@ -96,7 +104,45 @@ class ShardAudio:
                     break
             audio[b, : len(a)] = a
             notes[b, :m] = self.notes[i][f0:f0 + m]
-        return torch.from_numpy(audio), torch.from_numpy(notes)
+            if self.events[i] is not None:
+                targets[b] = event_targets(self.events[i], f0 * FRAME_SAMPLES / SAMPLE_RATE, frames)
+            else:
+                targets[b] = state_targets(torch.from_numpy(notes[b:b + 1]))[0].numpy()
+        return torch.from_numpy(audio), torch.from_numpy(notes), torch.from_numpy(targets)
+
+
+def _midi_events(data: bytes) -> np.ndarray | None:
+    """(start, end, pitch) rows of a MIDI file's pitched notes, or None without pretty_midi (the GPU image)."""
+    try:
+        from openmrt.data.heldout import midi_bytes_notes
+
+        return np.array(midi_bytes_notes(data), np.float64).reshape(-1, 3)
+    except ImportError:
+        return None
+
+
+def frame_centres(frames: int) -> np.ndarray:
+    """Clip-relative time (s) of the centre of each of the decoder's 8·frames grid frames."""
+    return (HOP * np.arange(frames * FRAMES_PER_TOKEN) + WIN // 2 - PAD) / SAMPLE_RATE
+
+
+def event_targets(events: np.ndarray, start_s: float, frames: int) -> np.ndarray:
+    """Exact targets [2, 8·frames, 128] of a crop starting at ``start_s``: a note sounds in a grid frame whose
+    centre lies in [start, end); it starts in the frames whose centres lie within one hop of its start."""
+    t = frame_centres(frames) + start_s
+    out = np.zeros((2, len(t), PITCHES), np.float32)
+    near = events[(events[:, 1] > t[0] - 0.01) & (events[:, 0] < t[-1] + 0.01)]
+    for s, e, p in near:
+        out[0, (t >= s) & (t < e), int(p)] = 1
+        out[1, np.abs(t - s) <= HOP / SAMPLE_RATE, int(p)] = 1
+    return out
+
+
+def state_targets(notes: torch.Tensor) -> torch.Tensor:
+    """25 Hz note states [B, K, 128] -> targets [B, 2, 8K, 128] (sounding, starting) placed by token frame."""
+    on = frame_pitch_targets(notes)
+    start = frame_pitch_targets((notes == NOTE_ONSET).to(torch.int8))
+    return torch.stack([on, start], 1)
 
 
 def frame_pitch_targets(notes: torch.Tensor) -> torch.Tensor:
@@ -111,14 +157,33 @@ def frame_pitch_targets(notes: torch.Tensor) -> torch.Tensor:
     return out * (tok >= 0).float()[None, :, None]
 
 
-def spectral_losses(pred: torch.Tensor, target: torch.Tensor) -> dict:
-    """Compressed-magnitude L1, spectral convergence and log-magnitude L1 of grid magnitudes [B, 2, F, 1081]."""
+def mel_bands(bands: int = 128) -> torch.Tensor:
+    """[1081, bands] triangular mel filters (HTK mel, unit peak) over the grid's bins; written here rather than
+    taken from librosa because the GPU image has no librosa (scripts/device_train.sh)."""
+    mel = 2595 * np.log10(1 + np.arange(WIN // 2 + 1) * SAMPLE_RATE / WIN / 700)
+    edges = np.linspace(0, mel[-1], bands + 2)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    w = np.maximum(0, np.minimum((mel - lo) / (mid - lo), (hi - mel) / (hi - mid)))
+    w[w.sum(1) == 0, np.argmin(np.abs(mel[None] - mid), 1)[w.sum(1) == 0]] = 1  # bands narrower than a bin
+    return torch.from_numpy((w / w.sum(1, keepdims=True)).T.astype(np.float32))
+
+
+BAND_FLOOR = 1e-7  # sinusoid units: about the floor of the mel L1 metric (1e-5 on raw STFT magnitudes)
+
+
+def spectral_losses(pred: torch.Tensor, target: torch.Tensor, bands: torch.Tensor | None = None) -> dict:
+    """Compressed-magnitude L1, spectral convergence, log-magnitude L1 and (with ``bands``) log mel-band L1 of
+    grid magnitudes [B, 2, F, 1081]."""
     pred, target = pred.float(), target.float()
     comp = (pred.clamp(min=0) + 1e-7).pow(0.3) - target.pow(0.3)
     sc = torch.linalg.vector_norm(pred - target, dim=(1, 2, 3)) / torch.linalg.vector_norm(
         target, dim=(1, 2, 3)).clamp(min=1e-4)
     log = (torch.log(pred + LOG_FLOOR) - torch.log(target + LOG_FLOOR)).abs().mean()
-    return {"comp": comp.abs().mean(), "sc": sc.mean(), "logmag": log}
+    out = {"comp": comp.abs().mean(), "sc": sc.mean(), "logmag": log}
+    if bands is not None:
+        out["mel"] = (torch.log(pred.clamp(min=0) @ bands + BAND_FLOOR) - torch.log(target @ bands + BAND_FLOOR)
+                      ).abs().mean()
+    return out
 
 
 class AutoEncoder(nn.Module):
@@ -129,12 +194,12 @@ class AutoEncoder(nn.Module):
         self.codec, self.learner = codec, learner
 
     def forward(self, target: torch.Tensor, keep: torch.Tensor):
-        z = self.codec.encoder(target)
+        z, salience = self.codec.encoder.features(target)
         q = None
         z_dec = z
         if bool(self.learner.initialised):
             z_dec, q = self.learner.quantize(z.float(), keep)
-        return self.codec.decode_magnitudes(z_dec.to(z.dtype)), z, q
+        return {**self.codec.decode_magnitudes(z_dec.to(z.dtype)), "salience": salience}, z, q
 
 
 def _keep_levels(rng: np.random.Generator, batch: int, levels: int, p: float) -> torch.Tensor:
@@ -240,6 +305,28 @@ class HeldoutJudge:
 # ------------------------------------------------------------------------------------ the loop
 
 
+def warm_start(model: CodecV2, learner: CodebookLearner, path: str | Path) -> None:
+    """Weights and codebook statistics of an earlier run's last.pt (a new optimizer). Parts the earlier design
+    lacked keep their fresh initialisation; a layer that grew inputs keeps its old columns and starts the
+    new ones at 0, so the warm-started codec decodes as the earlier one did at step 0."""
+    state = load_checkpoint(Path(path))
+    own = model.state_dict()
+    for k, v in state["model"].items():
+        if k not in own:
+            continue
+        if own[k].shape == v.shape:
+            own[k] = v
+        elif own[k].dim() == 2 and own[k].shape[0] == v.shape[0] and own[k].shape[1] > v.shape[1]:
+            w = torch.zeros_like(own[k])  # token_in: old per-frame features first in each frame's block
+            old_f = v.shape[1] // FRAMES_PER_TOKEN
+            new_f = own[k].shape[1] // FRAMES_PER_TOKEN
+            for f in range(FRAMES_PER_TOKEN):
+                w[:, f * new_f:f * new_f + old_f] = v[:, f * old_f:(f + 1) * old_f]
+            own[k] = w
+    model.load_state_dict(own)
+    learner.load_state_dict(state["learner"])
+
+
 def train(args: argparse.Namespace) -> dict:
     d = setup_distributed(None if args.device in (None, "auto") else args.device)
     if args.threads:
@@ -255,6 +342,10 @@ def train(args: argparse.Namespace) -> dict:
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.8, 0.99), weight_decay=0.0)
     step = 0
     ckpt = out / "last.pt"
+    if not ckpt.exists() and args.init:
+        warm_start(model, learner, args.init)
+        if d.main:
+            print(f"starting from the weights and codebooks of {args.init}", flush=True)
     if ckpt.exists():
         state = load_checkpoint(ckpt)
         if state.get("config") != cfg.to_json():
@@ -278,6 +369,8 @@ def train(args: argparse.Namespace) -> dict:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" \
         else torch.autocast("cpu", enabled=False)
     pos_weight = torch.tensor(args.pitch_pos_weight, device=d.device)  # ~4 % of pitch-frames sound: calibrate
+    onset_weight = torch.tensor(args.onset_pos_weight, device=d.device)  # ~0.2 % start
+    bands = mel_bands().to(d.device) if args.mel_weight > 0 else None
     last: dict = {}
     t0 = last_ckpt = time.perf_counter()
     stop = min(args.steps, args.stop_after or args.steps)
@@ -297,19 +390,22 @@ def train(args: argparse.Namespace) -> dict:
                       for j in range(args.kmeans_batches)]
             learner.kmeans_init(torch.cat(zs).float(), seed=args.seed)
         rng = np.random.default_rng([args.seed, step, d.rank])
-        audio, notes = data.batch(rng, args.batch, args.crop)
-        audio, notes = audio.to(d.device), notes.to(d.device)
+        audio, _, targets = data.batch(rng, args.batch, args.crop)
+        audio, targets = audio.to(d.device), targets.to(d.device)
         keep = _keep_levels(rng, args.batch, levels, args.quantizer_dropout).to(d.device)
         with torch.no_grad():
             target = grid_magnitudes(audio)
         with autocast:
             out_, z, q = net(target, keep)
-        spec = spectral_losses(out_["mag"], target)
-        pitch = F.binary_cross_entropy_with_logits(out_["pitch_logits"].float(), frame_pitch_targets(notes),
-                                                   pos_weight=pos_weight)
+        spec = spectral_losses(out_["mag"], target, bands)
+        bce = F.binary_cross_entropy_with_logits
+        pitch = bce(out_["pitch_logits"].float(), targets[:, 0], pos_weight=pos_weight)
+        onset = bce(out_["onset_logits"].float(), targets[:, 1], pos_weight=onset_weight)
+        salience = bce(out_["salience"].float(), targets[:, 0], pos_weight=pos_weight)
         commit = F.mse_loss(z.float(), q["quantized"]) if q is not None else z.new_zeros(()).float()
         loss = (spec["comp"] + args.sc_weight * spec["sc"] + args.logmag_weight * spec["logmag"]
-                + args.pitch_weight * pitch + args.commit_weight * commit)
+                + args.mel_weight * spec.get("mel", 0.0) + args.commit_weight * commit
+                + args.pitch_weight * (pitch + onset + salience))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, args.clip)
@@ -319,7 +415,8 @@ def train(args: argparse.Namespace) -> dict:
         now = time.perf_counter()
         if d.main and (step % args.log_every == 0 or step == stop):
             last = {"step": step, "lr": lr, "loss": loss.item(), **{k: v.item() for k, v in spec.items()},
-                    "pitch": pitch.item(), "commit": commit.item(), "restarts": restarts,
+                    "pitch": pitch.item(), "onset": onset.item(), "salience": salience.item(),
+                    "commit": commit.item(), "restarts": restarts,
                     "sec": round(now - t0, 1)}
             log.write(last)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in last.items()}), flush=True)
@@ -393,7 +490,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sc-weight", type=float, default=1.0)
     p.add_argument("--logmag-weight", type=float, default=0.1)
     p.add_argument("--pitch-weight", type=float, default=1.0, help="weight of the pitch-gate BCE against the notes")
-    p.add_argument("--pitch-pos-weight", type=float, default=5.0, help="BCE weight of sounding pitch-frames")
+    p.add_argument("--pitch-pos-weight", type=float, default=2.0, help="BCE weight of sounding pitch-frames")
+    p.add_argument("--onset-pos-weight", type=float, default=20.0, help="BCE weight of starting pitch-frames")
+    p.add_argument("--mel-weight", type=float, default=0.5, help="weight of the log mel-band L1 (low floor)")
+    p.add_argument("--init", help="start from an earlier run's last.pt (weights, codebooks; new optimizer)")
     p.add_argument("--commit-weight", type=float, default=1.0)
     p.add_argument("--quantizer-dropout", type=float, default=0.5)
     p.add_argument("--ema-decay", type=float, default=0.98)
