@@ -86,7 +86,8 @@ class ShardAudio:
         lengths = np.array([n.shape[0] for n in self.notes], np.float64)
         self.p = lengths / lengths.sum()
 
-    def batch(self, rng: np.random.Generator, size: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch(self, rng: np.random.Generator, size: int, frames: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token-aligned crops: audio [size, 1920·frames, 2] float32, note states [size, frames, 128] int8 and
         the decoder frames' targets [size, 2, 8·frames, 128] (note sounding, note starting: exact from the
         MIDI where the shard keeps it, else from the 25 Hz states). Near-silent crops are redrawn (up to 4)."""
