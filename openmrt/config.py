@@ -51,6 +51,10 @@ class LMConfig:
     style_levels: int = 12  # MusicCoCa RVQ tokens per frame
     soft_cap: float = 30.0
     eps: float = 1e-6
+    # Ours, not the official architecture (False there): the frame's conditioning vector is also added to the
+    # temporal input, so a small model reads the current notes directly instead of finding the current frame
+    # among 83 cross-attended ones without positions.
+    cond_to_input: bool = False
 
     @property
     def vocab_size(self) -> int:
@@ -107,6 +111,7 @@ LM_PRESETS: dict[str, LMConfig] = {
         style_emb_dim=128,
         self_window=83,
         cross_window=83,
+        cond_to_input=True,
     ),
 }
 

@@ -91,8 +91,9 @@ def test_istft_step():
 # ------------------------------------------------------------------------------------------------- the LM
 
 
-def _lm(self_window: int, cross_window: int) -> Depthformer:
-    cfg = dataclasses.replace(lm_config("tiny"), self_window=self_window, cross_window=cross_window)
+def _lm(self_window: int, cross_window: int, cond_to_input: bool = False) -> Depthformer:
+    cfg = dataclasses.replace(lm_config("tiny"), self_window=self_window, cross_window=cross_window,
+                              cond_to_input=cond_to_input)
     m = Depthformer(cfg)
     with torch.no_grad():  # weights large enough that every path (sinks included) moves the logits
         for name, p in m.named_parameters():
@@ -126,10 +127,12 @@ def _lm_step(gen: LMGenerator, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
-@pytest.mark.parametrize("windows", [(5, 3), (2, 6), (4, 4)])
+@pytest.mark.parametrize("windows", [(5, 3), (2, 6), (4, 4), (4, 4, True)])
 def test_lm_teacher_forced_logits_equal_steps_with_forced_tokens(windows):
-    """Self-attention (sink, sliding window), cross-attention (window) and the depth loop, past several evictions."""
+    """Self-attention (sink, sliding window), cross-attention (window) and the depth loop, past several evictions;
+    last case: our demo LM's conditioning added to the temporal input (``cond_to_input``)."""
     model = _lm(*windows)
+    windows = windows[:2]
     check_streaming(Streaming(
         whole=lambda x: _levels(model(x[..., :tk.NUM_COND], x[..., tk.NUM_COND:])),
         init=lambda b, chunk: LMGenerator(model, batch_size=b, temperature=0.0),

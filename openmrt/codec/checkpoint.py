@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from openmrt.codec.model import SpectroStream
+from openmrt.codec.v2 import FORMAT as V2_KIND
 from openmrt.config import CodecConfig
 from openmrt.device import resolve_device
 from openmrt.errors import CheckpointError
@@ -43,7 +44,12 @@ def save_codec(model: SpectroStream, path: str | Path, extra: dict[str, str] | N
 
 
 def load_codec_file(path: str | Path, device: torch.device | str = "cpu") -> SpectroStream:
-    """Rebuild a codec saved by :func:`save_codec` (files from before the one config key load too)."""
+    """Rebuild a codec saved by :func:`save_codec` (files from before the one config key load too), or a demo
+    codec v2 file (openmrt/codec/v2.py: same token interface)."""
+    from openmrt.codec.v2 import is_codec_v2_file, load_codec_v2
+
+    if is_codec_v2_file(path):
+        return load_codec_v2(path, resolve_device(device))
     tensors, meta = load_tensors(path, "codec checkpoint", kind=KIND)
     cfg = parse_config(meta, path, "codec", CodecConfig.from_json)
     check_shapes(lambda: SpectroStream(cfg), tensors, path, "codec")
@@ -84,7 +90,7 @@ def load_codec(spec: str | Path | None = None, device: torch.device | str = "cpu
         raise CheckpointError(f"no codec {str(spec)!r}: use demo, an openmrt codec file, or an official MRT2 "
                               "checkpoint file or bundle folder")
     meta = read_metadata(path, "codec checkpoint")
-    if meta.get("kind") == KIND or any(k in meta for k in LEGACY_CONFIG_KEYS):
+    if meta.get("kind", meta.get("format")) in (KIND, V2_KIND) or any(k in meta for k in LEGACY_CONFIG_KEYS):
         return load_codec_file(path, device)
     if meta.get("kind", "").startswith("openmrt-"):
         raise CheckpointError(f"{path} is an {meta['kind']} file, not a codec")

@@ -248,15 +248,15 @@ def is_codec_v2_file(path: str | Path) -> bool:
 
 
 def load_codec_v2(path: str | Path, device=None) -> CodecV2:
-    from openmrt.weights import config_json, load_tensors
+    from openmrt.weights import check_shapes, config_json, load_tensors
 
     tensors, meta = load_tensors(path, "codec v2")
     if _kind(meta) != FORMAT:
         raise CheckpointError(f"{path} is not a codec v2 file (kind {_kind(meta)!r})")
-    model = CodecV2(CodecV2Config.from_json(config_json(meta, path, "codec v2")))
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    cfg = CodecV2Config.from_json(config_json(meta, path, "codec v2"))
+    check_shapes(lambda: CodecV2(cfg), tensors, path, "codec v2")  # e.g. a file of an earlier design
+    model = CodecV2(cfg)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return model.to(device).eval()
 
 

@@ -38,6 +38,7 @@ class Depthformer(nn.Module):
         t, d = cfg.temporal, cfg.depth
         self.encoder = ConditioningEncoder(cfg)
         self.embedding = nn.Embedding(cfg.vocab_size, t.dim)
+        self.cond_input = nn.Linear(cfg.enc_dim, t.dim, bias=False) if cfg.cond_to_input else None
         self.emb_scale = math.sqrt(t.dim)  # sqrt(D_t), also on the depth path
         self.temporal = nn.ModuleList(TemporalLayer(t, cfg.enc_dim, cfg.eps) for _ in range(t.num_layers))
         self.depth_adapter = nn.Linear(t.dim, d.dim, bias=False)
@@ -49,10 +50,12 @@ class Depthformer(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(ids) * self.emb_scale
 
-    def temporal_input(self, prev: torch.Tensor) -> torch.Tensor:
-        """prev tokens [..., 12] -> mean of their scaled embeddings [..., D_t] (mean in f32)."""
+    def temporal_input(self, prev: torch.Tensor, src: torch.Tensor | None = None) -> torch.Tensor:
+        """prev tokens [..., 12], this frame's conditioning [..., D_enc] -> mean of the tokens' scaled embeddings
+        [..., D_t] (mean in f32), plus the projected conditioning where the config says so (``cond_to_input``)."""
         e = self.embed(prev)
-        return e.float().mean(-2).to(e.dtype)
+        x = e.float().mean(-2).to(e.dtype)
+        return x if self.cond_input is None else x + self.cond_input(src.to(x.dtype))
 
     def soft_cap(self, logits: torch.Tensor) -> torch.Tensor:
         c = self.cfg.soft_cap
@@ -64,7 +67,7 @@ class Depthformer(nn.Module):
         b, t, _ = tokens.shape
         src = self.encoder(cond)
         prev = torch.cat([torch.full_like(tokens[:, :1], tk.SOS_ID), tokens[:, :-1]], dim=1)
-        x = self.temporal_input(prev)
+        x = self.temporal_input(prev, src)
         self_mask = band_mask(t, t, self.cfg.self_window, x.device)
         cross_mask = band_mask(t, t, self.cfg.cross_window, x.device)
         for layer in self.temporal:
@@ -124,7 +127,7 @@ class Depthformer(nn.Module):
         """Frame ``frame`` of the stream: cond [B, 144] (+7), prev tokens [B, 12] ->
         (source [B, D_enc], temporal out [B, D_t]). Updates ``state`` in place."""
         src = self.encoder(cond)
-        x = self.temporal_input(prev)
+        x = self.temporal_input(prev, src)
         ws, wc = self.cfg.self_window + 1, self.cfg.cross_window + 1
         # Ring slots written so far are visible (all of them once the window is full).
         self_vis = (torch.arange(ws, device=x.device) <= frame).expand(x.shape[0], ws)

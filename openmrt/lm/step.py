@@ -170,7 +170,7 @@ class FrameStep:
         cond = negative_rows(self.cond[:b], self.guidance_keys).flatten(0, 1) if a > 1 else self.cond[:b]
         frame, ex = st.frame[:r], self.rows(self.exec[:b])
         src = m.encoder(cond)
-        x = m.temporal_input(st.prev[:r])
+        x = m.temporal_input(st.prev[:r], src)
         kv = P.cross_kv(src).view(r, len(P.temporal), 2, heads, -1)
         slot_s = torch.where(ex, 1 + frame % self.c_self, self.c_self + 1)
         slot_c = torch.where(ex, 1 + frame % self.c_cross, self.c_cross + 1)
