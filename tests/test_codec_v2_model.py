@@ -158,7 +158,7 @@ def _args(data, out, **kw) -> argparse.Namespace:
             "--groups", "2", "--batch", "2", "--crop", "4", "--steps", "6", "--vq-start", "2", "--kmeans-batches",
             "2", "--log-every", "1", "--ckpt-every", "3", "--threads", "1", "--device", "cpu", "--warmup", "2"]
     for k, v in kw.items():
-        argv += [f"--{k.replace('_', '-')}", str(v)]
+        argv += [f"--{k.replace('_', '-')}"] + ([str(v)] if v != "" else [])
     return p.parse_args(argv)
 
 
@@ -264,3 +264,17 @@ def test_warm_start_keeps_old_columns_of_a_grown_layer(tmp_path):
     torch.testing.assert_close(got[:, :, :fw], w)
     assert got[:, :, fw:].abs().sum() == 0
     torch.testing.assert_close(new.decoder.gain.weight, old.decoder.gain.weight)
+
+
+def test_freeze_encoder_keeps_the_tokens_and_trains_the_decoder(tmp_path):
+    from openmrt.train.codec2 import train
+
+    data = _shards(tmp_path / "data", midi=True)
+    train(_args(data, tmp_path / "a"))
+    train(_args(data, tmp_path / "b", init=tmp_path / "a" / "last.pt", freeze_encoder="", steps=4))
+    a = load_codec_v2(tmp_path / "a" / "codec_v2.safetensors").state_dict()
+    b = load_codec_v2(tmp_path / "b" / "codec_v2.safetensors").state_dict()
+    for k in a:
+        if k.startswith(("encoder", "quantizer")):
+            torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder"))

@@ -339,7 +339,10 @@ def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     model = CodecV2(cfg).to(d.device).train()
     learner = CodebookLearner(model.quantizer, levels, args.ema_decay, args.restart_every).to(d.device)
-    params = [p for n, p in model.named_parameters() if not n.startswith("quantizer")]
+    frozen = ("quantizer", "encoder") if args.freeze_encoder else ("quantizer",)
+    params = [p for n, p in model.named_parameters() if not n.startswith(frozen)]
+    if args.freeze_encoder:  # the tokens stay what they were: an LM trained on them meanwhile stays valid
+        model.encoder.requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.8, 0.99), weight_decay=0.0)
     step = 0
     ckpt = out / "last.pt"
@@ -411,7 +414,8 @@ def train(args: argparse.Namespace) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, args.clip)
         opt.step()
-        restarts = learner.update(q, torch.Generator().manual_seed(args.seed * 1_000_003 + step)) if q else 0
+        restarts = learner.update(q, torch.Generator().manual_seed(args.seed * 1_000_003 + step)) \
+            if q and not args.freeze_encoder else 0
         step += 1
         now = time.perf_counter()
         if d.main and (step % args.log_every == 0 or step == stop):
@@ -495,6 +499,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onset-pos-weight", type=float, default=20.0, help="BCE weight of starting pitch-frames")
     p.add_argument("--mel-weight", type=float, default=0.5, help="weight of the log mel-band L1 (low floor)")
     p.add_argument("--init", help="start from an earlier run's last.pt (weights, codebooks; new optimizer)")
+    p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (encoder and codebooks "
+                   "fixed, so tokens made with them stay valid); use with --init")
     p.add_argument("--commit-weight", type=float, default=1.0)
     p.add_argument("--quantizer-dropout", type=float, default=0.5)
     p.add_argument("--ema-decay", type=float, default=0.98)
