@@ -55,7 +55,7 @@ class Speed:
 class Bundle:
     name: str
     lm: Depthformer
-    codec: SpectroStream
+    codec: SpectroStream  # or the demo codec v2 (openmrt.codec.v2.CodecV2): the same token interface
     style: object | None = None  # a StyleSource (openmrt.style), when the bundle has one
     noise: bool = False  # random weights: what plays is noise (the commands say so)
     speed: Speed = field(default_factory=Speed)  # how streams of this bundle run (load_bundle picks it)
@@ -138,7 +138,7 @@ def choose_speed(bundle: Bundle, dtype: str | torch.dtype | None = "auto") -> Sp
     if dev.type == "cuda":
         return Speed(lm="graphs" if name in ("", "auto") else "eager")
     lm = best_setting("cpu", bundle.lm)  # int8 where it pays (the LM's own rule)
-    full_codec = bundle.codec.config.width >= 1.0
+    full_codec = getattr(bundle.codec.config, "width", 0.0) >= 1.0
     reduced = "bf16" if bf16_supported() else "int8"
     if name in ("", "auto"):
         codec = reduced if lm == "int8" or full_codec else "f32"
@@ -148,6 +148,8 @@ def choose_speed(bundle: Bundle, dtype: str | torch.dtype | None = "auto") -> Sp
         lm, codec = "eager", "f32"
     if next(bundle.lm.parameters()).dtype != torch.float32 and lm == "int8":
         lm = "eager"  # int8 packs from a float32 model
+    if not isinstance(bundle.codec, SpectroStream):
+        codec = "reference"  # the demo codec v2: its decode_step is its fast path (numba phase head)
     return Speed(lm=lm, codec=codec, pipeline=free_cores() >= 2)
 
 
