@@ -339,6 +339,30 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_longrun(args: argparse.Namespace) -> int:
+    import json
+
+    from openmrt.eval.longrun import composed_timeline, longrun, plot
+    from openmrt.io.midi import MidiTimeline
+
+    timeline = MidiTimeline.from_file(args.notes) if args.notes else composed_timeline()
+    bundle = _load(args)  # says which model (and why, for auto)
+    _stderr(f"openmrt: {args.minutes:g} min of {bundle.name} playing {timeline.source} on repeat, judged every "
+            f"{args.window_minutes:g} min")
+    result = longrun(bundle, timeline, args.minutes, args.window_minutes, seed=args.seed, echo=_stderr)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    png = out.with_suffix(".png")
+    plot(result, png)
+    s = result["summary"]
+    print(f"{result['model']}: onset F1 first {s['onset_f1_first']} last {s['onset_f1_last']}, loudness spread "
+          f"{s['lufs_spread_lu']} LU, {s['nonfinite_samples']} NaN/inf samples, {s['failed_frames']} failed frames; "
+          f"{result['wall_seconds_per_audio_minute']} s per minute of audio")
+    print(f"wrote {out} and {png}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="generate audio offline to a file")
     _add_common(g)
@@ -384,3 +408,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     soak.add_argument("--hog", action="store_true", help="run a one-core busy loop beside it")
     soak.add_argument("-o", "--out", required=True, help="JSON file (a PNG timeline is written beside it)")
     soak.set_defaults(func=cmd_bench_soak)
+    lr = b.add_parser("longrun", help="quality over a long offline stream of a MIDI file on repeat: onset F1, "
+                      "loudness, spectral centroid, NaN per window")
+    lr.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    add_device_args(lr)
+    lr.add_argument("--minutes", type=float, default=30.0, help="minutes of audio to make")
+    lr.add_argument("--window-minutes", type=float, default=5.0, help="judge the audio in windows this long")
+    lr.add_argument("--notes", metavar="FILE.mid", help="MIDI file to repeat (default: a composed solo piano piece)")
+    lr.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    lr.add_argument("-o", "--out", required=True, help="JSON file (a PNG plot is written beside it)")
+    lr.set_defaults(func=cmd_bench_longrun)
