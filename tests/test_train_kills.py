@@ -1,4 +1,4 @@
-"""Training killed at random moments (issue 16 §5): LM, codec and style training, each SIGKILLed again and again
+"""Training killed at random moments (issue 16 §5): LM, codec (both) and style training, each SIGKILLed again and again
 and resumed by rerunning the same command, must lose nothing that was checkpointed, never leave a half-written
 file, and end on the uninterrupted run's curve and weights.
 
@@ -33,9 +33,11 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 SEED = 16
-EVENTS_PER_TRAINER = 7  # in-child event kills (deterministic); 3 trainers -> 21, plus one outside kill each
-STEPS = {"lm": 12, "codec": 12, "style": 10}
-EXPORT = {"lm": "lm.safetensors", "codec": "codec.safetensors", "style": "style.safetensors"}
+EVENTS_PER_TRAINER = 7  # in-child event kills (deterministic); 4 trainers -> 28, plus one outside kill each
+TRAINERS = ("lm", "codec", "codec2", "style")
+STEPS = {"lm": 12, "codec": 12, "codec2": 12, "style": 10}
+EXPORT = {"lm": "lm.safetensors", "codec": "codec.safetensors", "codec2": "codec_v2.safetensors",
+          "style": "style.safetensors"}
 
 
 # ----------------------------------------------------------------------------- the fork server (its own process)
@@ -161,6 +163,7 @@ def serve() -> None:
     """Read one JSON request a line from stdin, fork a child that runs it, answer how it ended."""
     import openmrt.cli  # noqa: F401  (import everything once; the children inherit it)
     import openmrt.train.codec  # noqa: F401
+    import openmrt.train.codec2  # noqa: F401
     import openmrt.train.lm  # noqa: F401
     import openmrt.train.style  # noqa: F401
 
@@ -183,8 +186,12 @@ def serve() -> None:
                 time.sleep(0.002)
             if not done:
                 os.kill(pid, signal.SIGKILL)
-        if not done:
-            _, status = os.waitpid(pid, 0)
+        while not done:  # a child that hangs is ended, not waited on forever
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if not done and time.monotonic() - t0 > 600:
+                os.kill(pid, signal.SIGKILL)
+                done, status = os.waitpid(pid, 0)
+            time.sleep(0.002)
         ans = {"killed": os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL,
                "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, "sec": time.monotonic() - t0}
         out.write(json.dumps(ans) + "\n")
@@ -223,8 +230,8 @@ def data(tmp_path_factory):
     from test_train_codec import make_audio_shards
 
     root = tmp_path_factory.mktemp("kill-data")
-    return {"lm": make_token_shards(root / "lm"), "codec": make_audio_shards(root / "codec"),
-            "style": _shards(root / "style", 0)}
+    audio = make_audio_shards(root / "codec")
+    return {"lm": make_token_shards(root / "lm"), "codec": audio, "codec2": audio, "style": _shards(root / "style", 0)}
 
 
 def argv(what: str, data: Path, out: Path) -> list[str]:
@@ -238,6 +245,11 @@ def argv(what: str, data: Path, out: Path) -> list[str]:
                 "--levels", "4", "--steps", n, "--batch", "2", "--crop", "4", "--warmup", "2", "--vq-start", "3",
                 "--kmeans-batches", "2", "--restart-every", "3", "--log-every", "1", "--threads", "1",
                 "--ckpt-every", "1"]
+    if what == "codec2":
+        return ["train", "codec2", "--data", str(data), "--out", str(out), "--latent-dim", "16", "--width", "16",
+                "--frame-width", "8", "--groups", "2", "--levels", "4", "--steps", n, "--batch", "2", "--crop", "4",
+                "--warmup", "2", "--vq-start", "3", "--kmeans-batches", "2", "--restart-every", "3", "--log-every",
+                "1", "--threads", "1", "--ckpt-every", "1", "--device", "cpu"]
     return ["train", "style", "--data", str(data), "--out", str(out), "--steps", n, "--batch", "4",
             "--crop-seconds", "2", "--rvq-codes", "16", "--rvq-hop", "0.2", "--dim", "16", "--vocab", "40",
             "--log-every", "1", "--warmup", "2", "--ckpt-seconds", "0"]
@@ -299,6 +311,10 @@ def load_export(what: str, out: Path) -> dict[str, torch.Tensor]:
         from openmrt.codec.checkpoint import load_codec
 
         return load_codec(out / EXPORT[what]).state_dict()
+    if what == "codec2":
+        from openmrt.codec.v2 import load_codec_v2
+
+        return load_codec_v2(out / EXPORT[what]).state_dict()
     from openmrt.style.model import StyleModel
 
     return StyleModel.load(out / EXPORT[what]).tensors()
@@ -315,7 +331,7 @@ def test_training_survives_sigkill_at_random_moments(data, tmp_path):
     kills: dict[str, list[str]] = defaultdict(list)
     t0 = time.monotonic()
     try:
-        for what in ("lm", "codec", "style"):
+        for what in TRAINERS:
             ref, out, logs = tmp_path / f"{what}-ref", tmp_path / what, tmp_path / f"{what}-logs"
             logs.mkdir()
             r = server.run(argv(what, data[what], ref), logs / "ref.txt", logs / "ref.journal")
@@ -331,12 +347,13 @@ def test_training_survives_sigkill_at_random_moments(data, tmp_path):
                     assert r["killed"], f"{what} {plan}: not killed ({r}): {log.read_text()[-3000:]}"
                 elif not r["killed"]:  # the outside kill came after the run had finished
                     assert r["code"] == 0, log.read_text()[-3000:]
-                if r["killed"]:
-                    kills[what].append(plan["kind"])
+                killed = r["killed"]
                 # it started from the checkpoint there (an outside kill may come before it says so)
                 if step is not None and (plan["kind"] != "outside" or resumed_at(log) is not None):
                     assert resumed_at(log) == step, f"{what} run {i} resumed at {resumed_at(log)}, not {step}"
                 step = check_folder(what, out, journal)
+                if killed:
+                    kills[what].append(f"{plan['kind']}@{step}")  # the kind, and the step last.pt kept
             log = logs / "final.txt"
             r = server.run(argv(what, data[what], out), log, journal)
             assert r["code"] == 0, log.read_text()[-3000:]
@@ -344,8 +361,9 @@ def test_training_survives_sigkill_at_random_moments(data, tmp_path):
                 assert resumed_at(log) == step
             assert check_folder(what, out, journal) == STEPS[what]
             assert not list(out.glob("*.tmp")), "a temporary file outlived the run"
-            compare(what, ref, out)
-            print(f"{what}: {len(kills[what])} kills, {time.monotonic() - t0:.1f} s so far")
+            diff = compare(what, ref, out)
+            print(f"{what}: {len(kills[what])} kills, largest difference from the uninterrupted run: loss "
+                  f"{diff[0]:.2g}, weights {diff[1]:.2g} ({time.monotonic() - t0:.1f} s so far)")
     finally:
         server.close()
     total = sum(map(len, kills.values()))
@@ -354,9 +372,10 @@ def test_training_survives_sigkill_at_random_moments(data, tmp_path):
     assert total >= 20 and all(len(k) >= EVENTS_PER_TRAINER for k in kills.values())
 
 
-def compare(what: str, ref: Path, out: Path) -> None:
+def compare(what: str, ref: Path, out: Path) -> tuple[float, float]:
     """Every step logged (re-logged steps agree with their first try), the same losses and weights as the run
-    that was never killed."""
+    that was never killed. Returns the largest differences (loss, weight)."""
+    dl = dw = 0.0
     for name in ("log.csv", "eval.csv") if what == "lm" else ("log.csv",):
         a, b = read_rows(ref / name), read_rows(out / name)
         key = "loss" if name == "log.csv" else "eval_loss"
@@ -367,12 +386,32 @@ def compare(what: str, ref: Path, out: Path) -> None:
         assert sorted(got) == sorted(want), f"{what} {name}: steps {sorted(got)}"
         for s, vals in got.items():
             assert vals == pytest.approx([want[s]] * len(vals), abs=1e-5), f"{what} {name} step {s}"
+            dl = max(dl, *(abs(v - want[s]) for v in vals))
     ka = torch.load(ref / "last.pt", weights_only=False)
     kb = torch.load(out / "last.pt", weights_only=False)
-    model = {"lm": "model", "codec": "model", "style": "audio"}[what]
+    model = "audio" if what == "style" else "model"
     for k, v in ka[model].items():
         assert torch.allclose(v.float(), kb[model][k].float(), atol=1e-6), f"{what} {k}"
+        dw = max(dw, float((v.float() - kb[model][k].float()).abs().max()) if v.numel() else 0.0)
     ea, eb = load_export(what, ref), load_export(what, out)
     assert ea.keys() == eb.keys()
     for k in ea:
         assert torch.allclose(ea[k].float(), eb[k].float(), atol=1e-6), f"{what} export {k}"
+    return dl, dw
+
+
+def test_an_unreadable_features_cache_is_recomputed(data, tmp_path, capsys):
+    """A style features cache cut short (a kill before the cache was written atomically) is recomputed and
+    rewritten whole, not a crash at every resume."""
+    from openmrt.style.data import load_examples
+
+    first = load_examples([data["style"]], cache=tmp_path)
+    (cache,) = tmp_path.glob("mels_*.npz")
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+    again = load_examples([data["style"]], cache=tmp_path)
+    assert "recomputing the features cache" in capsys.readouterr().out
+    assert len(again) == len(first) and all(torch.equal(a.mel, b.mel) for a, b in zip(first, again, strict=True))
+    cached = load_examples([data["style"]], cache=tmp_path)  # read back from the rewritten file
+    assert "recomputing" not in capsys.readouterr().out
+    assert all(torch.equal(a.mel, b.mel) for a, b in zip(first, cached, strict=True))
+    assert [p.name for p in tmp_path.iterdir()] == [cache.name]
