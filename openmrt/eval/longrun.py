@@ -12,6 +12,7 @@ how many samples were NaN/inf and how many frames the session played as silence 
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -23,6 +24,7 @@ from openmrt.controls import Controls, LiveControls
 from openmrt.data.heldout import Notes
 from openmrt.engine.bundle import Bundle
 from openmrt.engine.session import FrameInput, Session
+from openmrt.engine.soak import machine
 from openmrt.errors import ControlError
 from openmrt.frame import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
 from openmrt.io.midi import MidiTimeline
@@ -123,6 +125,7 @@ def longrun(bundle: Bundle, timeline: MidiTimeline, minutes: float, window_minut
     for name, v in (("--minutes", minutes), ("--window-minutes", window_minutes)):
         if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
             raise ControlError(f"{name} must be a positive number, got {v}")
+    info = machine()
     notes = loop_notes(timeline)
     if not notes:
         raise ControlError(f"{timeline.source or 'the MIDI file'} has no notes (drums on channel 10 are not judged)")
@@ -165,7 +168,8 @@ def longrun(bundle: Bundle, timeline: MidiTimeline, minutes: float, window_minut
             "minutes": total / FRAME_RATE / 60, "window_minutes": per / FRAME_RATE / 60, "seed": seed,
             "latency_frames": lag, "windows": windows, "summary": summary(windows),
             "dropped_frames": st.dropped_frames, "faults": st.extra["faults"],
-            "wall_seconds": round(wall, 1), "wall_seconds_per_audio_minute": round(wall / (total / FRAME_RATE / 60), 2)}
+            "wall_seconds": round(wall, 1), "wall_seconds_per_audio_minute": round(wall / (total / FRAME_RATE / 60), 2),
+            "machine": {**info, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}}
 
 
 def summary(windows: list[dict]) -> dict:
