@@ -3,12 +3,12 @@ and resumed by rerunning the same command, must lose nothing that was checkpoint
 file, and end on the uninterrupted run's curve and weights.
 
 The moments are drawn from a seeded generator, so CI tries the same ones every run. Most are events inside the
-trainer (the n-th optimizer step, the n-th log row, half-way through writing the n-th checkpoint or weight file,
-just before the n-th atomic rename, half-way through the style features cache): the child kills itself with
+trainer (the n-th optimizer step, the n-th log row, part-way through writing the n-th checkpoint or weight file,
+just before the n-th atomic rename, part-way through the style features cache): the child kills itself with
 SIGKILL there, which is what an outside SIGKILL at that instant does (no handler, no flush, no cleanup). One kill
 per trainer is an outside SIGKILL after a random delay, wherever the trainer happens to be.
 
-Starting Python and torch for each of the ~60 runs would take minutes, so one server process imports everything
+Starting Python and torch for each of the 40 runs would take minutes, so one server process imports everything
 once and forks a child per run (it runs no torch op itself, so the children's thread pools start clean).
 A journal the child appends to after each completed rename of last.pt says what was checkpointed before the kill.
 """
