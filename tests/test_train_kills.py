@@ -325,6 +325,7 @@ def resumed_at(log: Path) -> int | None:
     return int(m[-1]) if m else None
 
 
+@pytest.mark.slow  # about 1.5 minutes on 2 cores
 def test_training_survives_sigkill_at_random_moments(data, tmp_path):
     rng = np.random.default_rng(SEED)
     server = Server()
