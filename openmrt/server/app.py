@@ -1,10 +1,11 @@
 """The ASGI app of ``openmrt serve``: the page at ``/``, its files under ``/static/``, one player per WebSocket at
 ``/ws`` (protocol: docs/server.md, openmrt/server/protocol.py).
 
-Each connection gets a `Player`: a `Session` of its own on the CPU (the frame loop on its own thread) with its own
-controls. The connection sends the session's ring at real-time pace (one 1920-sample PCM16 frame per 40 ms; the
-page's jitter buffer absorbs network jitter), so the session's back-pressure paces generation exactly as a sound
-card does. A bad message gets an error reply and the stream goes on; a player's failure ends only its connection.
+Each connection gets a `Player` with its own controls: a `Session` of its own (the frame loop on its own thread), or
+on CUDA a seat of one shared batch (`LivePlayers`: one frame loop steps every player together and fans the frames
+out into each seat's ring). The connection sends its ring at real-time pace (one 1920-sample PCM16 frame per 40 ms;
+the page's jitter buffer absorbs network jitter), so a session's back-pressure paces generation exactly as a sound
+card does (the batch runs on its own 40 ms clock). A bad message gets an error reply and the stream goes on; a player's failure ends only its connection.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from openmrt.controls import Controls, LiveControls
 from openmrt.engine.bundle import Bundle
-from openmrt.engine.live import LiveTarget
+from openmrt.engine.live import Instrument, LiveTarget, make_instrument
+from openmrt.engine.live_players import LivePlayers
 from openmrt.engine.session import Session
 from openmrt.frame import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from openmrt.server import protocol
@@ -72,23 +74,34 @@ class RateLimit:
 
 @dataclass
 class Player:
-    """One connection's instrument: session, controls, prompt style and what it was sent."""
+    """One connection's instrument (controls, prompt style, session or batch seat, target) and what it was sent."""
 
     id: int
-    session: Session
-    live: LiveControls
-    target: LiveTarget
-    style: Any  # LivePromptStyle
+    instrument: Instrument
     history: deque = field(default_factory=lambda: deque(maxlen=1000))  # accepted messages (model_dump())
     accepted: int = 0
     rejected: int = 0
     rate_limited: int = 0
     sent_samples: int = 0
 
+    @property
+    def session(self) -> Any:  # a Session, or a Seat of the shared batch
+        return self.instrument.session
+
+    @property
+    def live(self) -> LiveControls:
+        return self.instrument.live
+
+    @property
+    def target(self) -> LiveTarget:
+        return self.instrument.target
+
+    @property
+    def style(self) -> Any:
+        return self.instrument.style
+
     def close(self) -> None:
-        self.session.stop()
-        self.target.close()
-        self.style.close()
+        self.instrument.close()
 
 
 class Server:
@@ -99,14 +112,21 @@ class Server:
         token: required from every WebSocket (``/ws?token=...``) when set.
         rate, burst: per-connection message rate limit.
         controls: every new player's starting controls.
+        batch: players as seats of one shared batch (`LivePlayers`: one frame loop for all) instead of a `Session`
+            each; None: the batch on CUDA, sessions on the CPU (where a session's two-stage pipeline is faster for
+            one player).
     """
 
     def __init__(self, bundle: Bundle, style_source: Any = None, max_players: int = 4, token: str | None = None,
                  rate: float = 200.0, burst: float = 400.0, buffer_samples: int = 4096,
-                 controls: Controls | None = None) -> None:
+                 controls: Controls | None = None, batch: bool | None = None) -> None:
         self.bundle, self.style_source, self.max_players, self.token = bundle, style_source, max_players, token
         self.rate, self.burst, self.buffer_samples = rate, burst, buffer_samples
         self.controls = controls or Controls()
+        if batch is None:
+            batch = next(bundle.lm.parameters()).device.type == "cuda"
+        self.batch = LivePlayers(bundle, max_players, buffer_samples).start() if batch else None
+        self.backend = "batch" if batch else "session"
         self.players: dict[int, Player] = {}
         self._lock = threading.Lock()
         self._next_id = 1
@@ -164,9 +184,6 @@ class Server:
 
     # -- players -------------------------------------------------------------------------------------------------------
     def _join(self) -> Player | None:
-        from openmrt.engine.session import FrameInput
-        from openmrt.style.live import LivePromptStyle
-
         with self._lock:
             if len(self.players) >= self.max_players:
                 return None
@@ -175,19 +192,26 @@ class Server:
             self.players[pid] = None  # type: ignore[assignment]  # the slot is taken while the session builds
         try:
             c = self.controls
-            live = LiveControls(c)
-            style = LivePromptStyle(self.style_source, c.prompts)
-            session = Session(self.bundle, lambda: FrameInput.from_live(live, style.tokens(live.snapshot())),
-                              buffer_samples=self.buffer_samples, seed=c.seed, seed_rotation=c.seed_rotation)
-            live.on_reset = session.reset
-            target = LiveTarget(session, live, has_style=self.style_source is not None,
-                                echo=lambda line: log.info("player %d %s", pid, line))
-            player = Player(pid, session, live, target, style)
-            session.start()
+            if self.batch is not None:
+                def make(frame_input):
+                    return self.batch.join(frame_input, seed=c.seed, seed_rotation=c.seed_rotation)
+            else:
+                def make(frame_input):
+                    return Session(self.bundle, frame_input, buffer_samples=self.buffer_samples, seed=c.seed,
+                                   seed_rotation=c.seed_rotation)
+            instrument = make_instrument(c, self.style_source, make,
+                                         echo=lambda line: log.info("player %d %s", pid, line))
+            if self.batch is None:
+                try:
+                    instrument.session.start()
+                except BaseException:
+                    instrument.close()
+                    raise
         except BaseException:
             with self._lock:
                 self.players.pop(pid, None)
             raise
+        player = Player(pid, instrument)
         with self._lock:
             self.players[pid] = player
         return player
@@ -221,7 +245,7 @@ class Server:
         try:
             await ws.send_json({"type": "hello", "player": player.id, "model": self.bundle.name,
                                 "sample_rate": SAMPLE_RATE, "channels": 2, "frame_samples": FRAME_SAMPLES,
-                                "format": "pcm16le", "has_style": self.style_source is not None,
+                                "format": "pcm16le", "backend": self.backend, "has_style": self.style_source is not None,
                                 "controls": _controls_json(player.live.snapshot())})
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._send_audio, ws, player, tg.cancel_scope)
@@ -296,7 +320,7 @@ class Server:
                 "dropped_frames": st.dropped_frames, "compute_ms": last.compute_ms if last else 0.0,
                 "compute_ms_p50": st.compute_ms_p50, "compute_ms_p99": st.compute_ms_p99,
                 "sent_samples": player.sent_samples, "accepted": player.accepted, "rejected": player.rejected,
-                "rate_limited": player.rate_limited,
+                "rate_limited": player.rate_limited, "skipped_frames": st.extra.get("skipped_frames", 0),
                 "control_errors": st.extra["control_errors"] + player.target.errors + player.style.errors,
                 # server side of the latency: the queued lead plus one frame's compute (the page adds its own)
                 "latency_ms": {"server_buffer": fill / SAMPLE_RATE * 1e3,
@@ -307,6 +331,8 @@ class Server:
             players = [p for p in self.players.values() if p is not None]
         for p in players:
             self._leave(p)
+        if self.batch is not None:
+            self.batch.stop()
         self._upload_dir.cleanup()
 
 

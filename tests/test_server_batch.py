@@ -1,0 +1,170 @@
+"""The shared-batch backend of ``openmrt serve`` (openmrt/engine/live_players.py) on the CPU: every seat plays exactly
+the stream a single `FrameStream` with its own seed and controls would, resets and leaving touch no other seat, and
+the server gives each WebSocket a seat of its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+from test_server import _freed, keeps_playing, recv_audio, recv_json
+
+from openmrt import tokens as tk
+from openmrt.controls import reset_fade
+from openmrt.engine.frames import FrameStream
+from openmrt.engine.live_players import LivePlayers
+from openmrt.engine.session import FrameInput
+from openmrt.server.app import Server
+
+FRAMES = 10
+LSB = 1 / 32768  # the output is int16-quantised: a batched conv may round one step differently
+SEATS = [  # seed, temperature, top_k
+    (3, 1.3, 40), (4, 0.9, 5), (11, 1.1, 1024)]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    from openmrt.engine.bundle import load_bundle
+
+    return load_bundle("random:tiny", seed=0, device="cpu", dtype="float32")
+
+
+def cond_of(seat: int, t: int) -> np.ndarray:
+    """A different conditioning per seat and frame (style tokens, a note, drums)."""
+    g = np.random.default_rng(1000 * seat + t)
+    notes = np.full(128, tk.MASKED)
+    notes[40 + seat * 7] = 1 if t % 4 == 0 else 2
+    return tk.make_conditioning(style=g.integers(0, 1024, 12), notes=notes, drums=seat % 2)
+
+
+class Script:
+    """A seat's frame input: its conditioning per frame and a temperature change at ``change``."""
+
+    def __init__(self, seat: int, change: int | None = None):
+        self.seat, self.change, self.t = seat, change, 0
+
+    def __call__(self) -> FrameInput:
+        _, temp, k = SEATS[self.seat]
+        if self.change is not None and self.t >= self.change:
+            temp = 0.0
+        inp = FrameInput(cond_of(self.seat, self.t), temp, k)
+        self.t += 1
+        return inp
+
+
+def reference(bundle, seat: int, frames: int, change: int | None = None, start: int = 0, seed: int | None = None):
+    """What one `FrameStream` plays for the seat: [frames, 1920, 2]."""
+    s, temp, k = SEATS[seat]
+    stream = FrameStream(bundle, seed=s if seed is None else seed, temperature=temp, top_k=k, pipeline=False)
+    out = []
+    for t in range(start, start + frames):
+        if change is not None and t >= change:
+            stream.lm.temperature = 0.0
+        out.append(stream.step(cond_of(seat, t))[0])
+    return np.stack(out)
+
+
+def play(bundle, frames: int, churn: bool = False):
+    """Three seats for ``frames`` frames; with ``churn``, seat 1 resets at frame 4 (seed 21) and seat 2 leaves at
+    frame 6, a new seat joining in its slot."""
+    batch = LivePlayers(bundle, capacity=3)
+    scripts = [Script(0), Script(1), Script(2, change=3)]
+    seats = [batch.join(scripts[i], seed=SEATS[i][0]) for i in range(3)]
+    assert [s.slot for s in seats] == [0, 1, 2] and not batch.running
+    out = [[] for _ in range(4)]
+    for t in range(frames):
+        if churn and t == 4:
+            seats[1].set_seed(20, 1)
+            seats[1].reset()
+        if churn and t == 6:
+            seats[2].stop()
+            seats.append(batch.join(Script(2), seed=SEATS[2][0]))
+            assert seats[3].slot == 2
+        batch.produce()
+        for i, seat in enumerate(seats):
+            if not seat.left:
+                out[i].append(seat.read(1920).copy())
+    return [np.stack(o) if o else None for o in out], seats
+
+
+def close(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and float(np.abs(a - b).max()) <= 2 * LSB
+
+
+def test_each_seat_plays_its_own_single_stream(bundle):
+    (a, b, c, _), seats = play(bundle, FRAMES)
+    assert close(a, reference(bundle, 0, FRAMES))
+    assert close(b, reference(bundle, 1, FRAMES))
+    assert close(c, reference(bundle, 2, FRAMES, change=3))  # its temperature change, and only its own
+    assert np.abs(a[0]).max() == 0 and np.abs(a[1:]).max() > 0  # the codec's lookahead frame, then sound
+    assert not close(a, b) and seats[2].stats().frames == FRAMES and seats[0].stats().dropped_frames == 0
+
+
+def test_reset_and_a_new_player_leave_the_others_untouched(bundle):
+    (a0, b0, c0, _), _ = play(bundle, FRAMES)
+    (a, b, c, d), seats = play(bundle, FRAMES, churn=True)
+    assert np.array_equal(a, a0)  # bit-identical: nothing of the churn reached seat 0
+    assert np.array_equal(b[:4], b0[:4]) and np.array_equal(c, c0[:6])
+    # Seat 1 after its reset: a fresh stream from seed 20 + rotation 1, the lookahead frame silent, then faded in.
+    fresh = reference(bundle, 1, FRAMES - 4, start=4, seed=21)
+    assert np.abs(b[4]).max() == 0
+    assert close(b[5], fresh[1] * reset_fade()[:, None]) and close(b[6:], fresh[2:])
+    # The seat that joined slot 2 at frame 6: a fresh stream (the codec row was cleared), no fade.
+    assert close(d, reference(bundle, 2, FRAMES - 6))
+    assert seats[2].left and not seats[3].left
+
+
+def test_controls_errors_keep_the_seat_playing(bundle):
+    batch = LivePlayers(bundle, capacity=2)
+    calls = {"n": 0}
+
+    def flaky() -> FrameInput:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ValueError("a broken control")
+        if calls["n"] == 4:
+            return FrameInput(tk.make_conditioning(), temperature=-1.0)  # refused where it enters
+        return FrameInput(tk.make_conditioning())
+
+    seat = batch.join(flaky)
+    other = batch.join(Script(0), seed=3)
+    for _ in range(6):
+        batch.produce()
+    assert seat.stats().extra["control_errors"] == 2 and other.stats().extra["control_errors"] == 0
+    assert seat.stats().frames == 6 and seat.ring.fill() == 6 * 1920
+    with pytest.raises(Exception, match="taken"):
+        batch.join(flaky)
+
+
+# -- the server with the batch backend ----------------------------------------------------------------------------------
+
+def test_server_gives_each_page_a_seat_of_the_batch(bundle):
+    server = Server(bundle, max_players=3, batch=True)
+    try:
+        with TestClient(server.app) as client, client.websocket_connect("/ws") as a, \
+                client.websocket_connect("/ws") as b, client.websocket_connect("/ws") as c:
+            hellos = [recv_json(ws, "hello")[0] for ws in (a, b, c)]
+            assert {h["backend"] for h in hellos} == {"batch"}
+            pa, pb, pc = (server.players[h["player"]] for h in hellos)
+            assert sorted(s.slot for s in (pa.session, pb.session, pc.session)) == [0, 1, 2]
+            assert len(server.batch.seats) == 3
+            a.send_text('{"type": "note_on", "pitch": 60}')
+            b.send_text('{"type": "set", "name": "top_k", "value": 3}')
+            c.send_text('{"type": "set", "name": "seed", "value": 77}')
+            recv_json(a, "ok"), recv_json(b, "ok"), recv_json(c, "ok")
+            c.send_text('{"type": "reset"}')
+            recv_json(c, "ok")
+            assert pa.live.tracker.peek()[60] > 0 and pb.live.tracker.peek()[60] <= 0
+            assert pb.live.snapshot().top_k == 3 and pa.live.snapshot().top_k != 3
+            assert pc.session.seed == 77 and pa.session.seed != 77
+            for ws, p in ((a, pa), (b, pb), (c, pc)):
+                assert keeps_playing(ws, p)
+            frames = [recv_audio(ws, 5) for ws in (a, b, c)]
+            assert all(np.abs(f).max() > 0 for f in frames)
+            assert pb.session._sent[1] == 3  # its top-k reached its slot of the batch
+            status, _ = recv_json(a, "status")
+            assert status["frames"] > 0 and "skipped_frames" in status
+        assert _freed(server) and not server.batch.seats
+    finally:
+        server.close()
+    assert not server.batch.running
