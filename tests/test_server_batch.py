@@ -1,6 +1,6 @@
-"""The shared-batch backend of ``openmrt serve`` (openmrt/engine/live_players.py) on the CPU: every seat plays exactly
-the stream a single `FrameStream` with its own seed and controls would, resets and leaving touch no other seat, and
-the server gives each WebSocket a seat of its own."""
+"""The shared batch that ``openmrt serve`` plays every player with (openmrt/engine/live_players.py), on the CPU: every
+seat plays exactly the stream a single `FrameStream` with its own seed and controls would, sequential or pipelined;
+resets, leaving, joining and faults touch no other seat; the server gives each WebSocket a seat of its own."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from openmrt.controls import reset_fade
 from openmrt.engine.frames import FrameStream
 from openmrt.engine.live_players import LivePlayers
 from openmrt.engine.session import FrameInput
+from openmrt.errors import ControlError
 from openmrt.server.app import Server
 
 FRAMES = 10
@@ -64,14 +65,20 @@ def reference(bundle, seat: int, frames: int, change: int | None = None, start: 
     return np.stack(out)
 
 
-def play(bundle, frames: int, churn: bool = False):
+def play(bundle, frames: int, churn: bool = False, pipeline: bool = False):
     """Three seats for ``frames`` frames; with ``churn``, seat 1 resets at frame 4 (seed 21) and seat 2 leaves at
-    frame 6, a new seat joining in its slot."""
-    batch = LivePlayers(bundle, capacity=3)
+    frame 6, a new seat joining in its slot. Returns each seat's audio [frames, 1920, 2] and the seats."""
+    batch = LivePlayers(bundle, capacity=3, pipeline=pipeline)
     scripts = [Script(0), Script(1), Script(2, change=3)]
     seats = [batch.join(scripts[i], seed=SEATS[i][0]) for i in range(3)]
     assert [s.slot for s in seats] == [0, 1, 2] and not batch.running
     out = [[] for _ in range(4)]
+
+    def take():
+        for i, seat in enumerate(seats):
+            while seat.ring.fill() >= 1920:
+                out[i].append(seat.read(1920).copy())
+
     for t in range(frames):
         if churn and t == 4:
             seats[1].set_seed(20, 1)
@@ -81,9 +88,10 @@ def play(bundle, frames: int, churn: bool = False):
             seats.append(batch.join(Script(2), seed=SEATS[2][0]))
             assert seats[3].slot == 2
         batch.produce()
-        for i, seat in enumerate(seats):
-            if not seat.left:
-                out[i].append(seat.read(1920).copy())
+        take()
+    batch.flush()
+    take()
+    batch.stop()
     return [np.stack(o) if o else None for o in out], seats
 
 
@@ -91,8 +99,9 @@ def close(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and float(np.abs(a - b).max()) <= 2 * LSB
 
 
-def test_each_seat_plays_its_own_single_stream(bundle):
-    (a, b, c, _), seats = play(bundle, FRAMES)
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_each_seat_plays_its_own_single_stream(bundle, pipeline):
+    (a, b, c, _), seats = play(bundle, FRAMES, pipeline=pipeline)
     assert close(a, reference(bundle, 0, FRAMES))
     assert close(b, reference(bundle, 1, FRAMES))
     assert close(c, reference(bundle, 2, FRAMES, change=3))  # its temperature change, and only its own
@@ -100,22 +109,24 @@ def test_each_seat_plays_its_own_single_stream(bundle):
     assert not close(a, b) and seats[2].stats().frames == FRAMES and seats[0].stats().dropped_frames == 0
 
 
-def test_reset_and_a_new_player_leave_the_others_untouched(bundle):
-    (a0, b0, c0, _), _ = play(bundle, FRAMES)
-    (a, b, c, d), seats = play(bundle, FRAMES, churn=True)
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_reset_and_a_new_player_leave_the_others_untouched(bundle, pipeline):
+    (a0, b0, c0, _), _ = play(bundle, FRAMES, pipeline=pipeline)
+    (a, b, c, d), seats = play(bundle, FRAMES, churn=True, pipeline=pipeline)
     assert np.array_equal(a, a0)  # bit-identical: nothing of the churn reached seat 0
-    assert np.array_equal(b[:4], b0[:4]) and np.array_equal(c, c0[:6])
+    assert np.array_equal(b[:4], b0[:4])
+    assert len(c) >= 5 and np.array_equal(c, c0[: len(c)])  # until it left (pipelined: its last frame was lost)
     # Seat 1 after its reset: a fresh stream from seed 20 + rotation 1, the lookahead frame silent, then faded in.
     fresh = reference(bundle, 1, FRAMES - 4, start=4, seed=21)
-    assert np.abs(b[4]).max() == 0
+    assert len(b) == FRAMES and np.abs(b[4]).max() == 0
     assert close(b[5], fresh[1] * reset_fade()[:, None]) and close(b[6:], fresh[2:])
-    # The seat that joined slot 2 at frame 6: a fresh stream (the codec row was cleared), no fade.
+    # The seat that joined slot 2 at frame 6: a fresh stream (the codec rows were cleared), no fade.
     assert close(d, reference(bundle, 2, FRAMES - 6))
     assert seats[2].left and not seats[3].left
 
 
 def test_controls_errors_keep_the_seat_playing(bundle):
-    batch = LivePlayers(bundle, capacity=2)
+    batch = LivePlayers(bundle, capacity=2, pipeline=False)
     calls = {"n": 0}
 
     def flaky() -> FrameInput:
@@ -132,19 +143,42 @@ def test_controls_errors_keep_the_seat_playing(bundle):
         batch.produce()
     assert seat.stats().extra["control_errors"] == 2 and other.stats().extra["control_errors"] == 0
     assert seat.stats().frames == 6 and seat.ring.fill() == 6 * 1920
-    with pytest.raises(Exception, match="taken"):
+    with pytest.raises(ControlError, match="taken"):
         batch.join(flaky)
 
 
-# -- the server with the batch backend ----------------------------------------------------------------------------------
+def test_a_failing_model_step_plays_silence_then_fades_back_in(bundle, monkeypatch):
+    batch = LivePlayers(bundle, capacity=2, pipeline=True)
+    seats = [batch.join(Script(0), seed=3), batch.join(Script(1), seed=4)]
+    step = batch.players.step
+    calls = {"n": 0}
+
+    def failing(cond):
+        calls["n"] += 1
+        if 3 <= calls["n"] <= 4:
+            raise RuntimeError("device lost")
+        return step(cond)
+
+    monkeypatch.setattr(batch.players, "step", failing)
+    for _ in range(8):
+        batch.produce()
+    batch.flush()
+    batch.stop()
+    audio = seats[0].ring.read(8 * 1920).reshape(8, 1920, 2)  # the ring itself: a first read() would skip to the lead
+    assert batch.silent_frames == 2 and len(batch.faults) == 2 and "device lost" in batch.faults[0]
+    assert np.abs(audio[2:4]).max() == 0 and np.abs(audio[4]).max() > 0
+    assert np.abs(audio[4, :20]).max() < np.abs(audio[4, -20:]).max() + 1e-6  # faded back in, not a step
+    assert seats[1].stats().frames == 8
+
+
+# -- the server ---------------------------------------------------------------------------------------------------------------
 
 def test_server_gives_each_page_a_seat_of_the_batch(bundle):
-    server = Server(bundle, max_players=3, batch=True)
+    server = Server(bundle, max_players=3)
     try:
         with TestClient(server.app) as client, client.websocket_connect("/ws") as a, \
                 client.websocket_connect("/ws") as b, client.websocket_connect("/ws") as c:
             hellos = [recv_json(ws, "hello")[0] for ws in (a, b, c)]
-            assert {h["backend"] for h in hellos} == {"batch"}
             pa, pb, pc = (server.players[h["player"]] for h in hellos)
             assert sorted(s.slot for s in (pa.session, pb.session, pc.session)) == [0, 1, 2]
             assert len(server.batch.seats) == 3

@@ -14,11 +14,14 @@ A model step that raises plays silence for every seat and is tried again next fr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,10 +36,27 @@ from openmrt.engine.ring import RingBuffer
 from openmrt.engine.session import BUFFER_PRESETS, FrameInput, FrameMetrics, SessionStats, check_input
 from openmrt.errors import ControlError
 from openmrt.frame import FRAME_MS, FRAME_SAMPLES
+from openmrt.streaming import StreamState
 
 log = logging.getLogger("openmrt.players")
 
 MAX_BEHIND = 5  # frames the loop may run late before it re-syncs its clock (instead of bursting)
+
+
+@dataclass
+class _Job:
+    """One frame on its way through the stages: who plays in it and with what, and the LM's tokens."""
+
+    seats: list[Seat]
+    t_snapshot: float
+    inputs: list[FrameInput] = field(default_factory=list)
+    fresh: list[int] = field(default_factory=list)  # slots whose codec rows start afresh before this decode
+    mute: list[bool] = field(default_factory=list)  # per seat: its codec's lookahead frame
+    fade: list[bool] = field(default_factory=list)  # per seat: its first audible frame after a reset
+    rows: int = 0  # streams the LM stepped (the codec decodes as many)
+    bad: list[int] = field(default_factory=list)  # slots whose audio was NaN or infinite
+    toks: torch.Tensor | None = None
+    error: BaseException | None = None
 
 
 class Seat:
@@ -54,7 +74,8 @@ class Seat:
         self.control_errors = 0
         self.skipped = 0  # frames skipped because the reader fell behind
         self.frames = 0  # frames made for this seat
-        self.frames_out = 0  # frames since its stream (re)started: the first ones are the codec's lookahead
+        self.codec_frames = 0  # frames into the codec since its stream (re)started: the first are its lookahead
+        self._fresh = True  # its codec rows start afresh at its next frame
         self.reading = False
         self.left = False
         self._last: FrameInput | None = None
@@ -62,7 +83,6 @@ class Seat:
         self._reset = False
         self._fade = False
         self._gate = MidiGate()
-        self._t = (0.0, 0.0)  # this frame's snapshot time and compute ms, for its metrics
 
     # -- the loop's side ---------------------------------------------------------------------------------------------
     def _input(self) -> FrameInput:
@@ -75,14 +95,12 @@ class Seat:
                 self._last = FrameInput(tk.make_conditioning())
         return self._last
 
-    def _envelopes(self, audio: np.ndarray, inp: FrameInput) -> np.ndarray:
-        """The codec's lookahead frames of a (re)started row are silent; then the reset fade and the MIDI gate."""
-        self.frames_out += 1
-        if self.frames_out <= self.batch.latency_frames:
+    def _envelopes(self, audio: np.ndarray, inp: FrameInput, mute: bool, fade: bool) -> np.ndarray:
+        """The codec's lookahead frame of a (re)started stream is silent; then the reset fade and the MIDI gate."""
+        if mute:
             audio[:] = 0.0
-        elif self._fade:
+        elif fade:
             audio *= reset_fade(len(audio))[:, None]
-            self._fade = False
         if inp.midi_gate or self._gate.envelope.value < 1.0:
             audio *= self._gate.gains(inp.cond[tk.NOTES], inp.midi_gate, len(audio))[:, None]
         return audio
@@ -140,10 +158,13 @@ class LivePlayers:
         bundle: the model every seat plays (its ``speed`` picks the LM setting and codec; "graphs" = CUDA graphs).
         capacity: most seats at once.
         buffer_samples: each seat's lead (2048 / 4096 / 8192 samples, rounded to whole frames).
-        threads: torch threads of the loop on the CPU.
+        threads: torch threads of each stage on the CPU.
+        pipeline: decode frame t on a worker thread while the LM steps frame t + 1 (one more frame of latency;
+            default ``bundle.speed.pipeline``, as for a `Session`).
     """
 
-    def __init__(self, bundle: Bundle, capacity: int, buffer_samples: int = 4096, threads: int = 1) -> None:
+    def __init__(self, bundle: Bundle, capacity: int, buffer_samples: int = 4096, threads: int = 1,
+                 pipeline: bool | None = None) -> None:
         if buffer_samples not in BUFFER_PRESETS:
             raise ControlError(f"buffer_samples must be one of {BUFFER_PRESETS}, got {buffer_samples}")
         self.bundle, self.buffer_samples, self.threads = bundle, buffer_samples, threads
@@ -166,9 +187,15 @@ class LivePlayers:
         self.frames = 0
         self.lm_ms = self.codec_ms = 0.0
         self._failing = 0
-        self._lock = threading.Lock()  # slots, the batch's tensors and the codec state: one frame at a time
+        self._nan: set[int] = set()  # slots whose last frame was NaN
+        self._lock = threading.Lock()  # the slots and the LM batch's tensors (the codec state is the decode's own)
         self._running = threading.Event()
         self._thread: threading.Thread | None = None
+        self.pipeline = bundle.speed.pipeline if pipeline is None else bool(pipeline)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="openmrt-players-codec", initializer=torch.set_num_threads,
+                                          initargs=(threads,)) if self.pipeline else None
+        self._pending: tuple[_Job, Future] | None = None
+        self._views: dict[int, object] = {self.capacity: self.codec_state}
 
     # -- seats -------------------------------------------------------------------------------------------------------
     def join(self, frame_input: Callable[[], FrameInput], seed: int = DEFAULTS["seed"],
@@ -177,7 +204,6 @@ class LivePlayers:
         lead is queued. ControlError when every slot is taken."""
         with self._lock:
             slot = self.players.join(seed=seed)
-            self._reset_codec_row(slot)
             seat = Seat(self, slot, frame_input, seed, seed_rotation)
             self.seats[slot] = seat
         deadline = time.monotonic() + timeout
@@ -192,81 +218,120 @@ class LivePlayers:
                 self.players.leave(seat.slot)
             seat.left = True
 
-    def _reset_codec_row(self, slot: int, only=None) -> None:
-        with torch.no_grad():
-            for t, rows in only if only is not None else self._rows.values():
-                t[slot * rows : (slot + 1) * rows].zero_()
+    def _state_of(self, n: int):
+        """The codec state of the first ``n`` streams: views into the full state (a step updates it in place)."""
+        if n not in self._views:
+            self._views[n] = _first_rows(self.codec_state, {id(t): rows * n for t, rows in self._rows.values()})
+        return self._views[n]
 
-    # -- frames ------------------------------------------------------------------------------------------------------
+    def _zero_rows(self, slot: int, tensors) -> None:
+        for t, rows in tensors:
+            t[slot * rows : (slot + 1) * rows].zero_()
+
+    # -- frames: LM (under the lock), codec (on the worker when pipelined), delivery into the seats' rings ----------
     @torch.inference_mode()
-    def _frame(self) -> list[tuple[Seat, np.ndarray, FrameInput]]:
-        """One frame for every seat (under the lock): controls in, audio out per seat."""
-        t_snapshot = time.perf_counter()
-        seats = list(self.seats.values())
-        inputs = []
-        for seat in seats:
+    def _lm(self) -> _Job:
+        t0 = time.perf_counter()
+        job = _Job(list(self.seats.values()), t0)
+        for seat in job.seats:
             if seat._reset:
                 seat._reset = False
                 self.players.reset(seat.slot, seat.seed + seat.seed_rotation)
-                self._reset_codec_row(seat.slot)
-                seat.frames_out, seat._fade = 0, True
+                seat._fresh, seat._fade = True, True
+            if seat._fresh:  # a new stream in this slot: its codec rows start afresh too
+                seat._fresh, seat.codec_frames = False, 0
+                job.fresh.append(seat.slot)
+            mute = seat.codec_frames < self.latency_frames  # the codec's lookahead frame of that new stream
+            seat.codec_frames += 1
+            job.mute.append(mute)
+            job.fade.append(seat._fade and not mute)
+            seat._fade = seat._fade and mute
             inp = seat._input()
             self.cond[seat.slot] = tk.encode_conditioning(inp.cond)
             if seat._sent != (inp.temperature, inp.top_k):  # device writes only when they move
                 self.players.set(seat.slot, temperature=inp.temperature, top_k=inp.top_k)
                 seat._sent = (inp.temperature, inp.top_k)
-            inputs.append(inp)
+            job.inputs.append(inp)
+        job.rows = self.players.rows()  # the codec decodes the same rows: up to the highest seat in use
         try:
-            t0 = time.perf_counter()
-            toks = self.players.step(self.cond)
-            t1 = time.perf_counter()
-            codes = tk.from_unique(toks).to(self.device)
-            audio = official_output(self.codec.decode_step(codes, self.codec_state)).cpu().numpy()
-            for seat in seats:  # a (re)started row's lookahead frame: silent, and so is what it carries over
-                if seat.frames_out < self.latency_frames:
-                    self._reset_codec_row(seat.slot, self._carry)
-            if not np.isfinite(audio).all():
-                raise FloatingPointError("the model made NaN or infinite samples")
-            self.lm_ms, self.codec_ms = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
-            if self._failing:
-                self._report(f"model step works again after {self._failing} silent frames")
-                self._failing = 0
-                for seat in seats:
-                    seat._fade = True
-        except Exception as e:  # a model fault must not stop the room: silence now, try again next frame
+            job.toks = self.players.step(self.cond)
+        except Exception as e:  # reported at delivery; the room plays silence this frame
+            job.error = e
+        self.lm_ms = (time.perf_counter() - t0) * 1e3
+        return job
+
+    @torch.inference_mode()
+    def _decode(self, job: _Job) -> np.ndarray | None:
+        if job.toks is None:
+            return None
+        t0 = time.perf_counter()
+        try:
+            for slot in job.fresh:
+                self._zero_rows(slot, self._rows.values())
+            codes = tk.from_unique(job.toks[: job.rows]).to(self.device)
+            audio = official_output(self.codec.decode_step(codes, self._state_of(job.rows))).cpu().numpy()
+            for seat, mute in zip(job.seats, job.mute, strict=True):  # the lookahead frame carries nothing over
+                if mute:
+                    self._zero_rows(seat.slot, self._carry)
+            for slot in np.flatnonzero(~np.isfinite(audio).all(axis=(1, 2))):  # never NaN to a speaker: that
+                audio[slot] = 0.0  # stream is silent and its codec rows start afresh; the other seats play on
+                self._zero_rows(int(slot), self._rows.values())
+                job.bad.append(int(slot))
+        except Exception as e:
+            job.error = e
+            return None
+        self.codec_ms = (time.perf_counter() - t0) * 1e3
+        return audio
+
+    def _deliver(self, job: _Job, audio: np.ndarray | None) -> None:
+        recovered = False
+        if audio is None:  # a model fault must not stop the room: silence now, try again next frame
             if not self._failing:
+                e = job.error
                 self._report(f"model step failed ({type(e).__name__}: {e}): playing silence until it works again", e)
             self._failing += 1
             self.silent_frames += 1
             audio = np.zeros((self.capacity, FRAME_SAMPLES, 2), np.float32)
+        elif self._failing:
+            self._report(f"model step works again after {self._failing} silent frames")
+            self._failing, recovered = 0, True
+        for slot in sorted(set(job.bad) - self._nan):  # once per episode, not once per frame
+            self._report(f"player slot {slot}: the model made NaN or infinite samples: silent frames, its codec "
+                         "stream starting afresh, until it plays again")
+        self._nan = set(job.bad)
         self.frames += 1
-        compute_ms = (time.perf_counter() - t_snapshot) * 1e3
-        out = []
-        for seat, inp in zip(seats, inputs, strict=True):
-            seat.frames += 1
-            out.append((seat, seat._envelopes(audio[seat.slot].copy(), inp), inp))
-            seat._t = (t_snapshot, compute_ms)
-        return out
-
-    def _write(self, frame: list[tuple[Seat, np.ndarray, FrameInput]]) -> None:
-        for seat, audio, _ in frame:
+        compute_ms = self.lm_ms + self.codec_ms
+        for seat, inp, mute, fade in zip(job.seats, job.inputs, job.mute, job.fade, strict=True):
             if seat.left:
                 continue
+            seat.frames += 1
+            a = seat._envelopes(audio[seat.slot].copy(), inp, mute, fade or recovered)
             if seat.ring.free() < FRAME_SAMPLES:  # a reader that stopped reading: its frame is dropped
                 seat.skipped += 1
                 continue
             start = seat.ring.written
-            seat.ring.write(audio)
-            t_snapshot, compute_ms = seat._t
+            seat.ring.write(a)
             seat.metrics.append(FrameMetrics(seat.frames, compute_ms, self.lm_ms, self.codec_ms, 0.0,
                                              seat.ring.fill(), -(-seat.ring.underrun_samples // FRAME_SAMPLES),
-                                             t_snapshot, time.perf_counter(), start))
+                                             job.t_snapshot, time.perf_counter(), start))
 
     def produce(self) -> None:
-        """One frame for every seat now (tests and virtual-clock drivers; the loop runs on its clock)."""
+        """One frame for every seat (tests and virtual-clock drivers; the loop calls it on its clock). Pipelined, the
+        frame before is what reaches the rings (``flush`` delivers the last)."""
         with self._lock:
-            frame = self._frame()
-        self._write(frame)
+            job = self._lm()
+        if self._worker is None:
+            self._deliver(job, self._decode(job))
+            return
+        prev, self._pending = self._pending, (job, self._worker.submit(self._decode, job))
+        if prev is not None:  # its decode ran while this frame's LM step did
+            self._deliver(prev[0], prev[1].result())
+
+    def flush(self) -> None:
+        """Deliver the frame still in the codec stage (pipelined)."""
+        prev, self._pending = self._pending, None
+        if prev is not None:
+            self._deliver(prev[0], prev[1].result())
 
     def _loop(self) -> None:
         torch.set_num_threads(self.threads)
@@ -280,7 +345,7 @@ class LivePlayers:
             if now - t_next > MAX_BEHIND * period:  # far behind (a stall): re-sync rather than burst
                 t_next = now
             t_next += period
-            if self.seats:
+            if self.seats or self._pending is not None:
                 self.produce()
 
     def start(self) -> LivePlayers:
@@ -295,6 +360,10 @@ class LivePlayers:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self.flush()
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
 
     @property
     def running(self) -> bool:
@@ -315,3 +384,16 @@ def _batched(codec, state, capacity: int, device) -> dict[str, tuple[torch.Tenso
         if t.dim() and t.shape[0] == one[k].shape[0] * capacity and t.shape[1:] == one[k].shape[1:]:
             out[k] = (t, one[k].shape[0])
     return out
+
+
+def _first_rows(obj, sizes: dict[int, int]):
+    """A copy of a streaming state's structure whose per-stream tensors are views of their first rows (``sizes``:
+    tensor id -> rows to keep); shared tensors are the same objects."""
+    if isinstance(obj, torch.Tensor):
+        return obj[: sizes[id(obj)]] if id(obj) in sizes else obj
+    if isinstance(obj, StreamState):
+        return dataclasses.replace(obj, **{f.name: _first_rows(getattr(obj, f.name), sizes)
+                                           for f in dataclasses.fields(obj)})
+    if isinstance(obj, list | tuple):
+        return type(obj)(_first_rows(o, sizes) for o in obj)
+    return obj

@@ -1,11 +1,10 @@
 """The ASGI app of ``openmrt serve``: the page at ``/``, its files under ``/static/``, one player per WebSocket at
 ``/ws`` (protocol: docs/server.md, openmrt/server/protocol.py).
 
-Each connection gets a `Player` with its own controls: a `Session` of its own (the frame loop on its own thread), or
-on CUDA a seat of one shared batch (`LivePlayers`: one frame loop steps every player together and fans the frames
-out into each seat's ring). The connection sends its ring at real-time pace (one 1920-sample PCM16 frame per 40 ms;
-the page's jitter buffer absorbs network jitter), so a session's back-pressure paces generation exactly as a sound
-card does (the batch runs on its own 40 ms clock). A bad message gets an error reply and the stream goes on; a player's failure ends only its connection.
+Each connection gets a `Player` with its own controls and stream: a seat of one shared batch (`LivePlayers`: one
+frame loop, on its own 40 ms clock, steps every player together and fans the frames out into each seat's ring; on
+the CPU and on CUDA alike). The connection sends its seat's ring at real-time pace (one 1920-sample PCM16 frame per
+40 ms; the page's jitter buffer absorbs network jitter). A bad message gets an error reply and the stream goes on; a player's failure ends only its connection.
 """
 
 from __future__ import annotations
@@ -34,8 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from openmrt.controls import Controls, LiveControls
 from openmrt.engine.bundle import Bundle
 from openmrt.engine.live import Instrument, LiveTarget, make_instrument
-from openmrt.engine.live_players import LivePlayers
-from openmrt.engine.session import Session
+from openmrt.engine.live_players import LivePlayers, Seat
 from openmrt.frame import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from openmrt.server import protocol
 
@@ -74,7 +72,7 @@ class RateLimit:
 
 @dataclass
 class Player:
-    """One connection's instrument (controls, prompt style, session or batch seat, target) and what it was sent."""
+    """One connection's instrument (controls, prompt style, seat of the batch, target) and what it was sent."""
 
     id: int
     instrument: Instrument
@@ -85,7 +83,7 @@ class Player:
     sent_samples: int = 0
 
     @property
-    def session(self) -> Any:  # a Session, or a Seat of the shared batch
+    def session(self) -> Seat:  # what `Session`'s interface the server and the controls use
         return self.instrument.session
 
     @property
@@ -112,21 +110,19 @@ class Server:
         token: required from every WebSocket (``/ws?token=...``) when set.
         rate, burst: per-connection message rate limit.
         controls: every new player's starting controls.
-        batch: players as seats of one shared batch (`LivePlayers`: one frame loop for all) instead of a `Session`
-            each; None: the batch on CUDA, sessions on the CPU (where a session's two-stage pipeline is faster for
-            one player).
+
+    Every player is a seat of one shared batch (`LivePlayers`), on the CPU as on CUDA: one frame loop steps them
+    all, so N players cost one batched LM step and one batched codec decode a frame (on the CPU a batch of 2 costs
+    about 1.5 of one player, two sessions 2; a batch of 1 costs what a `Session` does).
     """
 
     def __init__(self, bundle: Bundle, style_source: Any = None, max_players: int = 4, token: str | None = None,
                  rate: float = 200.0, burst: float = 400.0, buffer_samples: int = 4096,
-                 controls: Controls | None = None, batch: bool | None = None) -> None:
+                 controls: Controls | None = None) -> None:
         self.bundle, self.style_source, self.max_players, self.token = bundle, style_source, max_players, token
         self.rate, self.burst, self.buffer_samples = rate, burst, buffer_samples
         self.controls = controls or Controls()
-        if batch is None:
-            batch = next(bundle.lm.parameters()).device.type == "cuda"
-        self.batch = LivePlayers(bundle, max_players, buffer_samples).start() if batch else None
-        self.backend = "batch" if batch else "session"
+        self.batch = LivePlayers(bundle, max_players, buffer_samples).start()
         self.players: dict[int, Player] = {}
         self._lock = threading.Lock()
         self._next_id = 1
@@ -192,21 +188,9 @@ class Server:
             self.players[pid] = None  # type: ignore[assignment]  # the slot is taken while the session builds
         try:
             c = self.controls
-            if self.batch is not None:
-                def make(frame_input):
-                    return self.batch.join(frame_input, seed=c.seed, seed_rotation=c.seed_rotation)
-            else:
-                def make(frame_input):
-                    return Session(self.bundle, frame_input, buffer_samples=self.buffer_samples, seed=c.seed,
-                                   seed_rotation=c.seed_rotation)
-            instrument = make_instrument(c, self.style_source, make,
-                                         echo=lambda line: log.info("player %d %s", pid, line))
-            if self.batch is None:
-                try:
-                    instrument.session.start()
-                except BaseException:
-                    instrument.close()
-                    raise
+            instrument = make_instrument(
+                c, self.style_source, lambda frame_input: self.batch.join(frame_input, c.seed, c.seed_rotation),
+                echo=lambda line: log.info("player %d %s", pid, line))
         except BaseException:
             with self._lock:
                 self.players.pop(pid, None)
@@ -245,7 +229,7 @@ class Server:
         try:
             await ws.send_json({"type": "hello", "player": player.id, "model": self.bundle.name,
                                 "sample_rate": SAMPLE_RATE, "channels": 2, "frame_samples": FRAME_SAMPLES,
-                                "format": "pcm16le", "backend": self.backend, "has_style": self.style_source is not None,
+                                "format": "pcm16le", "has_style": self.style_source is not None,
                                 "controls": _controls_json(player.live.snapshot())})
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._send_audio, ws, player, tg.cancel_scope)
@@ -331,8 +315,7 @@ class Server:
             players = [p for p in self.players.values() if p is not None]
         for p in players:
             self._leave(p)
-        if self.batch is not None:
-            self.batch.stop()
+        self.batch.stop()
         self._upload_dir.cleanup()
 
 

@@ -47,8 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     token=token, buffer_samples=args.buffer)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
-    each = "seats of one shared batch" if server.batch is not None else "a session each"
-    print(f"openmrt: serving {bundle.name} for up to {args.max_players} players ({each}): open {url}",
+    print(f"openmrt: serving {bundle.name} for up to {args.max_players} players (one batch): open {url}",
           file=sys.stderr, flush=True)
     try:
         uvicorn.run(server.app, host=args.host, port=args.port, log_level="warning", ws_max_size=65536)
@@ -65,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default local only; any other needs a token, generated if not given)")
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s.add_argument("--token", help="secret every page must bring (?token=...); required beyond 127.0.0.1")
-    s.add_argument("--max-players", type=int, default=4, help="players at once (a session each on the CPU, seats of one batch on CUDA)")
+    s.add_argument("--max-players", type=int, default=4, help="players at once (seats of one batch: each costs a row of every frame)")
     s.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     s.add_argument("--style", help="style model for prompts: demo, musiccoca or a file (default: as for play)")
     s.add_argument("--buffer", type=int, default=4096, choices=BUFFER_PRESETS,
