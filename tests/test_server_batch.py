@@ -171,7 +171,7 @@ def test_a_failing_model_step_plays_silence_then_fades_back_in(bundle, monkeypat
     assert seats[1].stats().frames == 8
 
 
-# -- the server ---------------------------------------------------------------------------------------------------------------
+# -- the server ----------------------------------------------------------------------------------------------------
 
 def test_server_gives_each_page_a_seat_of_the_batch(bundle):
     server = Server(bundle, max_players=3)

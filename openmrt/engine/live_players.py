@@ -1,15 +1,19 @@
 """Many live players on one model: one frame loop steps a `Players` batch and the codec's batch dimension, and
 each player's 40 ms frame goes into a ring of its own (a `Seat`), which its reader (a WebSocket) drains.
 
-What ``openmrt serve`` runs on a GPU (one card, a room of players). A `Seat` has the part of `Session`'s interface
-that the controls and the server use (``read``, ``reset``, ``set_seed``, ``stats``, ``metrics``, ``running``), so
-`openmrt.engine.live.make_instrument` builds either.
+What ``openmrt serve`` plays every player with, on a GPU (a room of players on one card) and on the CPU (where a
+batch of 2 costs about 1.5 of one stream, two sessions 2). A `Seat` has the part of `Session`'s interface that the
+controls and the server use (``read``, ``reset``, ``set_seed``, ``stats``, ``metrics``, ``running``), so
+`openmrt.engine.live.make_instrument` builds either. Only the rows up to the highest seat in use are stepped and
+decoded (on CUDA: up to the next captured size).
 
 Pacing: the loop makes one frame for every seat each 40 ms on its own drift-free clock (readers run on theirs, at
 the same rate), rather than `Session`'s back-pressure: with many readers, waiting for the fullest ring would starve
 the others. A seat is primed with ``round(buffer / 1920)`` frames before its reader starts; when a reader falls
-behind by more than two frames (its own stall) the seat skips ahead to that lead again (counted in ``skipped``).
-A model step that raises plays silence for every seat and is tried again next frame.
+behind by more than two frames (after a stall) the seat skips ahead to that lead again (counted in ``skipped``).
+Pipelined (``bundle.speed.pipeline``, as for a `Session`), frame t is decoded on a worker thread while the LM steps
+frame t + 1, for one more frame of latency. A model step that raises plays silence for every seat and is tried
+again next frame; a row that decodes to NaN is silenced alone and its codec rows start afresh.
 """
 
 from __future__ import annotations
@@ -192,8 +196,10 @@ class LivePlayers:
         self._running = threading.Event()
         self._thread: threading.Thread | None = None
         self.pipeline = bundle.speed.pipeline if pipeline is None else bool(pipeline)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="openmrt-players-codec", initializer=torch.set_num_threads,
-                                          initargs=(threads,)) if self.pipeline else None
+        self._worker = None
+        if self.pipeline:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="openmrt-players-codec",
+                                              initializer=torch.set_num_threads, initargs=(threads,))
         self._pending: tuple[_Job, Future] | None = None
         self._views: dict[int, object] = {self.capacity: self.codec_state}
 

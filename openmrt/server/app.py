@@ -4,7 +4,8 @@
 Each connection gets a `Player` with its own controls and stream: a seat of one shared batch (`LivePlayers`: one
 frame loop, on its own 40 ms clock, steps every player together and fans the frames out into each seat's ring; on
 the CPU and on CUDA alike). The connection sends its seat's ring at real-time pace (one 1920-sample PCM16 frame per
-40 ms; the page's jitter buffer absorbs network jitter). A bad message gets an error reply and the stream goes on; a player's failure ends only its connection.
+40 ms; the page's jitter buffer absorbs network jitter). A bad message gets an error reply and the stream goes on;
+a player's failure ends only its connection.
 """
 
 from __future__ import annotations

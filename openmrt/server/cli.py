@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default local only; any other needs a token, generated if not given)")
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s.add_argument("--token", help="secret every page must bring (?token=...); required beyond 127.0.0.1")
-    s.add_argument("--max-players", type=int, default=4, help="players at once (seats of one batch: each costs a row of every frame)")
+    s.add_argument("--max-players", type=int, default=4,
+                   help="players at once (seats of one batch: each costs a row of every frame)")
     s.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     s.add_argument("--style", help="style model for prompts: demo, musiccoca or a file (default: as for play)")
     s.add_argument("--buffer", type=int, default=4096, choices=BUFFER_PRESETS,
