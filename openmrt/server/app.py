@@ -48,7 +48,8 @@ MAX_UPLOAD_BYTES = 10 * 2**20
 MAX_UPLOAD_SECONDS = 120.0  # the style model reads the whole file on every re-encode
 MAX_UPLOADS = 32  # files kept; the oldest goes first
 STATUS_SECONDS = 0.5
-MAX_CATCH_UP = 5  # frames sent at once after the event loop stalled; a longer stall re-syncs the clock instead
+MAX_CATCH_UP = 5  # frames sent at once after a stall; a longer stall re-syncs the clock instead
+LATE_POLL = 0.002  # seconds between looks for a frame the model is late with
 
 
 def new_token() -> str:
@@ -82,6 +83,7 @@ class Player:
     rejected: int = 0
     rate_limited: int = 0
     sent_samples: int = 0
+    late_frames: int = 0  # frames the model had not made when they were due (waited for, not sent as silence)
 
     @property
     def session(self) -> Seat:  # what `Session`'s interface the server and the controls use
@@ -276,33 +278,43 @@ class Server:
             scope.cancel()
 
     async def _audio_loop(self, ws: WebSocket, player: Player) -> None:
+        """One frame per 40 ms on a drift-free clock. A frame the model has not made yet is waited for, not sent as
+        silence: the page's jitter buffer bridges a short wait, and the frames due meanwhile follow at once."""
         period = FRAME_MS / 1000.0
         buf = np.zeros((FRAME_SAMPLES, 2), dtype=np.float32)
         t_next = time.monotonic()
         t_status = t_next
+        late_at = None  # the due time of the frame last counted late (each late frame counts once)
         while True:
             now = time.monotonic()
+            if now - t_status >= STATUS_SECONDS:
+                t_status = now
+                await ws.send_json(self.status(player))
             if now < t_next:
                 await anyio.sleep(t_next - now)
                 continue
             due = int((now - t_next) / period) + 1
-            if due > MAX_CATCH_UP:  # the loop stalled: re-sync the clock rather than bursting
+            if due > MAX_CATCH_UP:  # a long stall (ours or the model's): re-sync the clock rather than bursting
                 t_next, due = now, 1
-            for _ in range(due):
+            sent = 0
+            while sent < due and player.session.ring.fill() >= FRAME_SAMPLES:
                 player.session.read(FRAME_SAMPLES, buf)
                 await ws.send_bytes(protocol.encode_pcm16(buf))
-                player.sent_samples += FRAME_SAMPLES
-            t_next += due * period
-            if now - t_status >= STATUS_SECONDS:
-                t_status = now
-                await ws.send_json(self.status(player))
+                sent += 1
+            player.sent_samples += sent * FRAME_SAMPLES
+            t_next += sent * period
+            if sent < due:  # the model is late with the next frame
+                if late_at != t_next:
+                    late_at = t_next
+                    player.late_frames += 1
+                await anyio.sleep(LATE_POLL)
 
     def status(self, player: Player) -> dict:
         st = player.session.stats()
         last = player.session.metrics[-1] if player.session.metrics else None
         fill = st.buffer_fill
         return {"type": "status", "frames": st.frames, "buffer_fill": fill, "buffer_ms": fill / SAMPLE_RATE * 1e3,
-                "dropped_frames": st.dropped_frames, "compute_ms": last.compute_ms if last else 0.0,
+                "late_frames": player.late_frames, "compute_ms": last.compute_ms if last else 0.0,
                 "compute_ms_p50": st.compute_ms_p50, "compute_ms_p99": st.compute_ms_p99,
                 "sent_samples": player.sent_samples, "accepted": player.accepted, "rejected": player.rejected,
                 "rate_limited": player.rate_limited, "skipped_frames": st.extra.get("skipped_frames", 0),
