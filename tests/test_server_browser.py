@@ -118,12 +118,9 @@ def test_two_pages_play_and_their_controls_reach_their_own_sessions(served, tmp_
             after = [_gaps(p, q) for p, q in zip(pages, (a, b), strict=True)]
             speed = [(round(st.compute_ms_p50, 1), round(st.compute_ms_p99, 1)) for st in
                      (a.session.stats(), b.session.stats())]
-            assert after == [g for _, g in warm], \
-                (f"gaps while two pages played: {warm} -> {after}; compute ms p50/p99 {speed}, late frames "
-                 f"{a.late_frames, b.late_frames}, load {os.getloadavg()}")
-            for page, gaps in zip(pages, after, strict=True):  # the page's own count, once its status is current
-                shown = gaps["stalls"] + gaps["skips"] + gaps["skipped"]
-                page.wait_for_function(f"window.openmrt.gaps() === {shown}", timeout=5_000)
+            shot = Path(SCREENSHOT or tmp_path / "server.png")
+            pages[1].screenshot(path=str(shot), full_page=True)  # the one with prompts and a blend
+            assert shot.stat().st_size > 10_000
 
             assert {"type": "note_on", "pitch": 60, "velocity": 100} in a.history
             assert not any(h["type"] == "note_on" for h in b.history)
@@ -138,9 +135,12 @@ def test_two_pages_play_and_their_controls_reach_their_own_sessions(served, tmp_
             pages[0].wait_for_function("window.openmrt.status !== null", timeout=10_000)
             assert "gaps" in pages[0].inner_text("#v-drops")
             assert not errors, errors
-            shot = Path(SCREENSHOT or tmp_path / "server.png")
-            pages[1].screenshot(path=str(shot), full_page=True)  # the one with prompts and a blend
-            assert shot.stat().st_size > 10_000
+            assert after == [g for _, g in warm], \
+                (f"gaps while two pages played: {warm} -> {after}; compute ms p50/p99 {speed}, late frames "
+                 f"{a.late_frames, b.late_frames}, load {os.getloadavg()}")
+            for page, gaps in zip(pages, after, strict=True):  # the page's own count, once its status is current
+                shown = gaps["stalls"] + gaps["skips"] + gaps["skipped"]
+                page.wait_for_function(f"window.openmrt.gaps() >= {shown}", timeout=5_000)
         finally:
             browser.close()
 
