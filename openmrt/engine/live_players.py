@@ -351,8 +351,10 @@ class LivePlayers:
             if now - t_next > MAX_BEHIND * period:  # far behind (a stall): re-sync rather than burst
                 t_next = now
             t_next += period
-            if self.seats or self._pending is not None:
+            if self.seats:
                 self.produce()
+            elif self._pending is not None:  # the last seat left: nothing more to step
+                self.flush()
 
     def start(self) -> LivePlayers:
         if self._thread is None:
