@@ -4,6 +4,8 @@ resets, leaving, joining and faults touch no other seat; the server gives each W
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
@@ -169,6 +171,28 @@ def test_a_failing_model_step_plays_silence_then_fades_back_in(bundle, monkeypat
     assert np.abs(audio[2:4]).max() == 0 and np.abs(audio[4]).max() > 0
     assert np.abs(audio[4, :20]).max() < np.abs(audio[4, -20:]).max() + 1e-6  # faded back in, not a step
     assert seats[1].stats().frames == 8
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_the_loop_plays_on_its_clock_and_an_empty_room_rests(bundle, pipeline):
+    batch = LivePlayers(bundle, capacity=2, pipeline=pipeline).start()
+    try:
+        seat = batch.join(Script(0), seed=3)
+        assert seat.ring.fill() >= seat.lead  # join returns once the lead is queued
+        deadline = time.monotonic() + 30
+        while batch.frames < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batch.frames >= 5
+        seat.stop()
+        for _ in range(50):  # let a frame in flight finish (bounded: an endless stepper never settles)
+            idle = batch.frames
+            time.sleep(0.2)
+            if batch.frames == idle:
+                break
+        assert batch.frames == idle and batch.running  # nobody left to play for: no more frames
+    finally:
+        batch.stop()
+    assert not batch.running
 
 
 # -- the server ----------------------------------------------------------------------------------------------------
