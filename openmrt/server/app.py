@@ -86,7 +86,7 @@ class Player:
     late_frames: int = 0  # frames the model had not made when they were due (waited for, not sent as silence)
 
     @property
-    def session(self) -> Seat:  # what `Session`'s interface the server and the controls use
+    def session(self) -> Seat:  # its seat of the batch (with the part of `Session`'s interface the server uses)
         return self.instrument.session
 
     @property
