@@ -176,6 +176,8 @@ class LivePlayers:
         self.players = Players(bundle.lm, capacity, int8=speed.lm == "int8", cuda_graph=speed.lm == "graphs",
                                packed=_packed(bundle, speed.lm))
         self.capacity = self.players.capacity
+        if self.players.cuda_graph:
+            self.players.capture()  # every batch size now, not as a hitch in the frame loop when players join
         self.device = next(bundle.codec.parameters()).device
         self.codec = _decoder(bundle, speed.codec)
         self.codec_state = self.codec.init_decode_state(self.capacity, self.device)
