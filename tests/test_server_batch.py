@@ -173,6 +173,18 @@ def test_a_failing_model_step_plays_silence_then_fades_back_in(bundle, monkeypat
     assert seats[1].stats().frames == 8
 
 
+def test_a_reader_starts_at_its_lead_and_skips_back_to_it_after_giving_up(bundle):
+    batch = LivePlayers(bundle, capacity=1, pipeline=False, buffer_samples=4096)
+    seat = batch.join(Script(0), seed=3)
+    for _ in range(6):
+        batch.produce()
+    seat.read(1920)  # the first read starts at the lead (2 frames at 4096): 4 frames that piled up go
+    assert seat.lead == 2 * 1920 and seat.ring.fill() == 1920 and seat.skipped == 0
+    for _ in range(4):
+        batch.produce()
+    assert seat.skip_to_lead() == 3 and seat.ring.fill() == seat.lead and seat.stats().extra["skipped_frames"] == 3
+
+
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_the_loop_plays_on_its_clock_and_an_empty_room_rests(bundle, pipeline):
     batch = LivePlayers(bundle, capacity=2, pipeline=pipeline).start()

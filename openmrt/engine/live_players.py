@@ -9,8 +9,8 @@ decoded (on CUDA: up to the next captured size).
 
 Pacing: the loop makes one frame for every seat each 40 ms on its own drift-free clock (readers run on theirs, at
 the same rate), rather than `Session`'s back-pressure: with many readers, waiting for the fullest ring would starve
-the others. A seat is primed with ``round(buffer / 1920)`` frames before its reader starts; when a reader falls
-behind by more than two frames (after a stall) the seat skips ahead to that lead again (counted in ``skipped``).
+the others. A seat is primed with ``round(buffer / 1920)`` frames before its reader starts; a reader that gives up
+on frames after a long stall of its own calls ``skip_to_lead`` (counted in ``skipped``), so its latency stays.
 Pipelined (``bundle.speed.pipeline``, as for a `Session`), frame t is decoded on a worker thread while the LM steps
 frame t + 1, for one more frame of latency. A model step that raises plays silence for every seat and is tried
 again next frame; a row that decodes to NaN is silenced alone and its codec rows start afresh.
@@ -114,13 +114,18 @@ class Seat:
         """The reader's side: the next n samples (zeros where the loop fell behind)."""
         if not self.reading:  # the first read: start at the lead, whatever piled up before the reader came
             self.reading = True
-            self._skip_to_lead()
-        elif self.ring.fill() > self.lead + 2 * FRAME_SAMPLES:
-            self.skipped += self._skip_to_lead()
+            self._skip(self.lead)
         return self.ring.read(n, out)
 
-    def _skip_to_lead(self) -> int:
-        extra = self.ring.fill() - self.lead
+    def skip_to_lead(self) -> int:
+        """The reader gave up on frames it fell behind by (it re-synced its clock after a stall): drop what is
+        queued beyond the lead, so the latency does not grow. Returns the frames skipped (counted in ``skipped``)."""
+        frames = self._skip(self.lead)
+        self.skipped += frames
+        return frames
+
+    def _skip(self, keep: int) -> int:
+        extra = self.ring.fill() - keep
         if extra <= 0:
             return 0
         self.ring.read(extra)

@@ -294,8 +294,9 @@ class Server:
                 await anyio.sleep(t_next - now)
                 continue
             due = int((now - t_next) / period) + 1
-            if due > MAX_CATCH_UP:  # a long stall (ours or the model's): re-sync the clock rather than bursting
-                t_next, due = now, 1
+            if due > MAX_CATCH_UP:  # a long stall (ours or the model's): re-sync the clock rather than bursting,
+                t_next, due = now, 1  # and drop what piled up meanwhile beyond the lead, so latency does not grow
+                player.session.skip_to_lead()
             sent = 0
             while sent < due and player.session.ring.fill() >= FRAME_SAMPLES:
                 player.session.read(FRAME_SAMPLES, buf)
