@@ -137,7 +137,7 @@ def test_two_pages_play_and_their_controls_reach_their_own_sessions(served, tmp_
             assert not errors, errors
             assert after == [g for _, g in warm], \
                 (f"gaps while two pages played: {warm} -> {after}; compute ms p50/p99 {speed}, late frames "
-                 f"{a.late_frames, b.late_frames}, load {os.getloadavg()}")
+                 f"{server.batch.late_frames}, load {os.getloadavg()}")
             for page, gaps in zip(pages, after, strict=True):  # the page's own count, once its status is current
                 shown = gaps["stalls"] + gaps["skips"] + gaps["skipped"]
                 page.wait_for_function(f"window.openmrt.gaps() >= {shown}", timeout=5_000)
@@ -163,7 +163,7 @@ FEED = """async () => {  // the page's player fed a 440 Hz sine, with a stall an
   registerProcessor('rec', Rec);`;
   await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([rec], {type: 'text/javascript'})));
   const player = new AudioWorkletNode(ctx, 'openmrt-player', {outputChannelCount: [2],
-                                                              processorOptions: {target: 3840, maxLead: 19200}});
+                                                              processorOptions: {target: 3840, maxLead: 15360}});
   const tap = new AudioWorkletNode(ctx, 'rec');
   player.connect(tap); tap.connect(ctx.destination);
   let stats = null;

@@ -195,6 +195,7 @@ class LivePlayers:
         self.seats: dict[int, Seat] = {}
         self.faults: deque[str] = deque(maxlen=100)
         self.silent_frames = 0
+        self.late_frames = 0  # frames the loop started more than a frame after their time (it is not keeping up)
         self.frames = 0
         self.lm_ms = self.codec_ms = 0.0
         self._failing = 0
@@ -355,6 +356,8 @@ class LivePlayers:
             if now < t_next:
                 time.sleep(min(t_next - now, 0.01))
                 continue
+            if now - t_next > period:  # the frame before took longer than real time (or the machine stalled us)
+                self.late_frames += 1
             if now - t_next > MAX_BEHIND * period:  # far behind (a stall): re-sync rather than burst
                 t_next = now
             t_next += period

@@ -83,7 +83,6 @@ class Player:
     rejected: int = 0
     rate_limited: int = 0
     sent_samples: int = 0
-    late_frames: int = 0  # frames the model had not made when they were due (waited for, not sent as silence)
 
     @property
     def session(self) -> Seat:  # its seat of the batch (with the part of `Session`'s interface the server uses)
@@ -284,7 +283,6 @@ class Server:
         buf = np.zeros((FRAME_SAMPLES, 2), dtype=np.float32)
         t_next = time.monotonic()
         t_status = t_next
-        late_at = None  # the due time of the frame last counted late (each late frame counts once)
         while True:
             now = time.monotonic()
             if now - t_status >= STATUS_SECONDS:
@@ -304,10 +302,7 @@ class Server:
                 sent += 1
             player.sent_samples += sent * FRAME_SAMPLES
             t_next += sent * period
-            if sent < due:  # the model is late with the next frame
-                if late_at != t_next:
-                    late_at = t_next
-                    player.late_frames += 1
+            if sent < due:  # the model is late with the next frame: look again shortly
                 await anyio.sleep(LATE_POLL)
 
     def status(self, player: Player) -> dict:
@@ -315,7 +310,7 @@ class Server:
         last = player.session.metrics[-1] if player.session.metrics else None
         fill = st.buffer_fill
         return {"type": "status", "frames": st.frames, "buffer_fill": fill, "buffer_ms": fill / SAMPLE_RATE * 1e3,
-                "late_frames": player.late_frames, "compute_ms": last.compute_ms if last else 0.0,
+                "late_frames": self.batch.late_frames, "compute_ms": last.compute_ms if last else 0.0,
                 "compute_ms_p50": st.compute_ms_p50, "compute_ms_p99": st.compute_ms_p99,
                 "sent_samples": player.sent_samples, "accepted": player.accepted, "rejected": player.rejected,
                 "rate_limited": player.rate_limited, "skipped_frames": st.extra.get("skipped_frames", 0),

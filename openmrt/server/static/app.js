@@ -18,7 +18,7 @@ async function start() {
   ctx = new AudioContext({sampleRate: 48000, latencyHint: 'interactive'});
   await ctx.audioWorklet.addModule('/static/player-worklet.js');
   node = new AudioWorkletNode(ctx, 'openmrt-player', {outputChannelCount: [2],
-    processorOptions: {target: 3840, maxLead: 19200}});
+    processorOptions: {target: 3840, maxTarget: 14400, maxLead: 15360}});
   node.port.onmessage = (e) => {
     const s = e.data;
     state.samplesPlayed = s.played; state.stalls = s.stalls; state.skips = s.skips; state.fillMs = s.fill / 48;
