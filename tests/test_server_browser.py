@@ -19,7 +19,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
 # The screenshot goes to the test's folder; OPENMRT_SCREENSHOT=docs/server.png refreshes the docs' picture.
 SCREENSHOT = os.environ.get("OPENMRT_SCREENSHOT")
 SECONDS = 10.0  # audio each page must play without a gap, after the warm-up
-WARM_UP = 2.0  # seconds played before gaps count (the pages start, the prompts are encoded)
+WARM_UP = 4.0  # seconds played before gaps count (the pages start, the prompts are encoded, the buffers adapt)
 
 
 def _playwright():
