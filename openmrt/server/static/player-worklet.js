@@ -1,7 +1,8 @@
 // AudioWorklet player: a jitter buffer of interleaved stereo PCM16 frames from the server.
 // It starts once `target` samples are queued, fading in. When it runs dry it holds the last
 // output value and ramps it to zero (no step, so no click) and waits to refill to `target`,
-// then fades in again: a stall re-syncs without a click. Each stall also raises `target` by
+// then fades in again from the target lead (dropping what a burst brought beyond it): a stall
+// re-syncs without a click and without adding latency. Each stall also raises `target` by
 // one 40 ms frame, up to `maxTarget` (adaptive, as network jitter buffers are): a machine or
 // network that stalls gets the cushion it needs, one that does not keeps the low latency. When
 // the queue grows past `target + maxLead` (a burst after a stall) it jumps ahead to `target`,
@@ -34,7 +35,11 @@ class Player extends AudioWorkletProcessor {
   }
   process(inputs, outputs) {
     const out = outputs[0], L = out[0], R = out[1] || out[0], n = L.length, b = this.buf;
-    if (!this.playing && this.fill >= this.target) { this.playing = true; this.fadeIn = FADE; }
+    if (!this.playing && this.fill >= this.target) {  // (re)start at the target lead: what a burst after a
+      const extra = this.fill - this.target;           // stall brought beyond it would only add latency, and
+      this.r = (this.r + extra) % this.cap; this.fill -= extra;  // the output is silent here anyway
+      this.playing = true; this.fadeIn = FADE;
+    }
     if (this.playing && this.fill > this.target + this.maxLead) {  // too far behind: jump to the target lead
       const skip = this.fill - this.target;
       this.xr = this.r; this.xfade = FADE;
