@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from starlette.testclient import TestClient
 from test_server import _freed, keeps_playing, recv_audio, recv_json
 
@@ -238,3 +239,29 @@ def test_server_gives_each_page_a_seat_of_the_batch(bundle):
     finally:
         server.close()
     assert not server.batch.running
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the GPU path of the batch)")
+def test_seats_on_cuda_with_graphs():
+    """The GPU path: CUDA graphs of the batch (captured up front), the codec's batch on the device; each seat plays
+    audible, finite audio of its own, and a reset of one leaves the others playing."""
+    from openmrt.engine.bundle import load_bundle
+
+    cuda = load_bundle("random:tiny", seed=0, device="cuda", dtype="auto")
+    assert cuda.speed.lm == "graphs"
+    batch = LivePlayers(cuda, capacity=3)
+    assert batch.players.cuda_graph and batch.players.graphs and batch.capacity == 8
+    seats = [batch.join(Script(i), seed=SEATS[i][0]) for i in range(3)]
+    out = [[] for _ in seats]
+    for t in range(12):
+        if t == 6:
+            seats[1].reset()
+        batch.produce()
+        for i, seat in enumerate(seats):
+            while seat.ring.fill() >= 1920:
+                out[i].append(seat.read(1920).copy())
+    batch.stop()
+    a, b, c = (np.stack(o) for o in out)
+    assert all(np.isfinite(x).all() and np.abs(x[2:]).max() > 0 for x in (a, b, c))
+    assert not np.array_equal(a, c) and np.abs(a[6:]).max() > 0 and np.abs(b[6]).max() == 0  # b's lookahead
+    assert batch.silent_frames == 0 and not batch.faults
