@@ -138,14 +138,17 @@ def test_controls_errors_keep_the_seat_playing(bundle):
             raise ValueError("a broken control")
         if calls["n"] == 4:
             return FrameInput(tk.make_conditioning(), temperature=-1.0)  # refused where it enters
+        if calls["n"] == 5:
+            return FrameInput(np.full(144, 5000))  # conditioning no table has: refused for this seat alone
         return FrameInput(tk.make_conditioning())
 
     seat = batch.join(flaky)
     other = batch.join(Script(0), seed=3)
     for _ in range(6):
         batch.produce()
-    assert seat.stats().extra["control_errors"] == 2 and other.stats().extra["control_errors"] == 0
+    assert seat.stats().extra["control_errors"] == 3 and other.stats().extra["control_errors"] == 0
     assert seat.stats().frames == 6 and seat.ring.fill() == 6 * 1920
+    assert batch.silent_frames == 0 and not batch.faults  # nobody's step failed
     with pytest.raises(ControlError, match="taken"):
         batch.join(flaky)
 

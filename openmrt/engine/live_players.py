@@ -40,6 +40,7 @@ from openmrt.engine.ring import RingBuffer
 from openmrt.engine.session import BUFFER_PRESETS, FrameInput, FrameMetrics, SessionStats, check_input
 from openmrt.errors import ControlError
 from openmrt.frame import FRAME_MS, FRAME_SAMPLES
+from openmrt.lm.generate import check_cond
 from openmrt.streaming import StreamState
 
 log = logging.getLogger("openmrt.players")
@@ -83,6 +84,7 @@ class Seat:
         self.reading = False
         self.left = False
         self._last: FrameInput | None = None
+        self.cond: torch.Tensor | None = None  # its last good conditioning, model tokens [144]
         self._sent = (None, None)  # temperature, top-k last written into the batch
         self._reset = False
         self._fade = False
@@ -90,13 +92,19 @@ class Seat:
 
     # -- the loop's side ---------------------------------------------------------------------------------------------
     def _input(self) -> FrameInput:
+        """This frame's controls, checked here (conditioning too: one seat's bad row must not fail the batch's step);
+        a bad one keeps the previous input."""
         try:
-            self._last = check_input(self.frame_input())
+            inp = check_input(self.frame_input())
+            cond = tk.encode_conditioning(inp.cond)
+            check_cond(cond[None])
+            self._last, self.cond = inp, cond
         except Exception as e:  # a bad control must never stop the stream
             self.control_errors += 1
             log.error("seat %d: control snapshot failed (keeping the previous one): %s", self.slot, e)
             if self._last is None:
                 self._last = FrameInput(tk.make_conditioning())
+                self.cond = tk.encode_conditioning(self._last.cond)
         return self._last
 
     def _envelopes(self, audio: np.ndarray, inp: FrameInput, mute: bool, fade: bool) -> np.ndarray:
@@ -261,7 +269,7 @@ class LivePlayers:
             job.fade.append(seat._fade and not mute)
             seat._fade = seat._fade and mute
             inp = seat._input()
-            self.cond[seat.slot] = tk.encode_conditioning(inp.cond)
+            self.cond[seat.slot] = seat.cond
             if seat._sent != (inp.temperature, inp.top_k):  # device writes only when they move
                 self.players.set(seat.slot, temperature=inp.temperature, top_k=inp.top_k)
                 seat._sent = (inp.temperature, inp.top_k)
