@@ -125,7 +125,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-auto-strum", action="store_true", help="send onsets then held notes (Auto-Strum off)")
 
 
-def _load(args: argparse.Namespace):
+def load_model(args: argparse.Namespace):
+    """The bundle that --model, --device and --dtype name (every command that plays loads it this way)."""
     from openmrt.engine.bundle import load_bundle
 
     return load_bundle(args.model, seed=0, device=compute_device(args), dtype=args.dtype)
@@ -145,7 +146,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".wav", ".flac"):
         raise ControlError(f"-o: write .wav or .flac, not {out.name}")
     timeline = MidiTimeline.from_file(args.notes) if args.notes else None
-    bundle = _load(args)
+    bundle = load_model(args)
     style_tokens = None
     if controls.prompts and controls.style_tokens is None:
         style_tokens = choose_style(bundle, args.style, needed=True).tokens_for(controls.prompts)
@@ -222,25 +223,21 @@ def _typed_commands(target, dispatch, stop: threading.Event) -> threading.Thread
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from openmrt.engine.live import LiveTarget
-    from openmrt.engine.session import FrameInput, Session
+    from openmrt.engine.live import make_instrument
+    from openmrt.engine.session import Session
     from openmrt.io.audio_out import AudioOutput
     from openmrt.io.osc import OscServer
     from openmrt.io.recorder import Recorder
-    from openmrt.style.live import LivePromptStyle
 
     controls = controls_from_args(args)
     guidance = guidance_from_args(args, controls)
-    bundle = _load(args)
+    bundle = load_model(args)
     source = choose_style(bundle, args.style, needed=bool(controls.prompts))  # also for /prompt sent later
-    style = LivePromptStyle(source, controls.prompts)  # prompts changed over OSC re-encode off the frame loop
-    live = LiveControls(controls)
-    session = Session(bundle, lambda: FrameInput.from_live(live, style.tokens(live.snapshot())),
-                      buffer_samples=args.buffer, seed=controls.seed, seed_rotation=controls.seed_rotation,
-                      guidance=guidance)
-    live.on_reset = session.reset
+    player = make_instrument(controls, source, lambda frame_input: Session(
+        bundle, frame_input, buffer_samples=args.buffer, seed=controls.seed, seed_rotation=controls.seed_rotation,
+        guidance=guidance), echo=_stderr)
+    session, target, style = player.session, player.target, player.style
     session.on_fault = lambda line: _stderr(f"openmrt: {line}")  # model faults, a lost sound card: said once
-    target = LiveTarget(session, live, has_style=source is not None, echo=_stderr)
     with contextlib.ExitStack() as on_exit:  # whatever opened is closed again, also when a later step fails
         on_exit.callback(style.close)
         on_exit.callback(target.close)
@@ -306,7 +303,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
 
     from openmrt.engine.latency import STAGES, measure
 
-    bundle = _load(args)
+    bundle = load_model(args)
     result = measure(bundle, trials=args.trials, buffer_samples=args.buffer)
     result["model"] = bundle.name
     for stage in STAGES:
@@ -326,7 +323,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
     from openmrt.engine.soak import plot, soak
 
-    bundle = _load(args)
+    bundle = load_model(args)
     result = soak(bundle, args.seconds, buffer_samples=args.buffer, hog=args.hog)
     print(f"{result['model']}: {result['frames']} frames, dropped {result['dropped_frames']}, compute p50 "
           f"{result['p50_ms']:.1f} p99 {result['p99_ms']:.1f} max {result['max_ms']:.1f} ms")
