@@ -2,8 +2,8 @@
 from shards carried with the working tree, writing the weights and logs to $OUT (at most 8 files, each under
 16 MiB).
 
-    python scripts/device_train.py --prepare SHARDS [...]        # here: <= 34 MiB of audio into device_data/codec2
     python scripts/device_train.py --prepare-lm TOKENISED [...]  # here: the LM's arrays into device_data/lm
+    python scripts/device_train.py --prepare SHARDS [...]        # here: audio into device_data/codec2 (34 MiB in all)
     python scripts/device_train.py --out $OUT                    # on the GPU machine (device_train.sh)
     python scripts/device_train.py --phase lm --out $OUT         # one phase only (lm or codec)
     python scripts/device_train.py --dry-run --out DIR           # CPU, tiny models and data, well under 2 minutes
@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-file-mib", type=float, default=15.5, help="split the LM into parts above this size")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny models, 4 steps each: checks the recipe runs")
     ap.add_argument("--prepare", nargs="+", metavar="SHARDS", help="pack these shard folders into --data and exit")
-    ap.add_argument("--budget-mib", type=float, default=34.0)
+    ap.add_argument("--budget-mib", type=float, default=34.0, help="device_data in all: the codec's audio gets "
+                    "what the LM's shards (pack them first, or in the same call) leave")
     ap.add_argument("--prepare-lm", nargs="+", metavar="TOKENISED", help="pack the token arrays of these tokenised "
                     "shard folders into --lm-data and exit")
     ap.add_argument("--lm-budget-mib", type=float, default=16.0)
@@ -315,10 +316,11 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(ROOT))
     if args.prepare or args.prepare_lm:
         res = {}
-        if args.prepare:
-            res["codec"] = prepare(args.prepare, args.data, args.budget_mib)
         if args.prepare_lm:
             res["lm"] = prepare_lm(args.prepare_lm, args.lm_data, args.lm_budget_mib)
+        if args.prepare:  # the codec's audio gets what the LM's shards leave of the budget
+            lm_mib = sum(p.stat().st_size for p in args.lm_data.glob("shard_*.npz")) / 2**20
+            res["codec"] = prepare(args.prepare, args.data, args.budget_mib - lm_mib)
         print(json.dumps(res))
         return res
     if args.join_lm:

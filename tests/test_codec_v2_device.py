@@ -120,14 +120,24 @@ def test_prepare_packs_shards_under_the_budget(tmp_path):
                  offsets=np.array([0, 25], np.int64))
         shards.append({"file": f"shard_{i:05d}.npz"})
     (src / "index.json").write_text(json.dumps({"shards": shards}))
-    dst = tmp_path / "dst"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "device_train.py"), "--prepare", str(src), "--data",
-                    str(dst), "--budget-mib", "0.4"], check=True, capture_output=True, timeout=120)
-    index = json.loads((dst / "index.json").read_text())
-    total = sum((dst / s["file"]).stat().st_size for s in index["shards"])
-    assert 1 <= len(index["shards"]) < 3 and total <= 0.4 * 2**20
-    with np.load(dst / index["shards"][0]["file"]) as z:
+    dst, lm = tmp_path / "dst", tmp_path / "lm"
+
+    def pack() -> tuple[int, int]:
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "device_train.py"), "--prepare", str(src), "--data",
+                        str(dst), "--lm-data", str(lm), "--budget-mib", "0.4"], check=True, capture_output=True,
+                       timeout=120)
+        index = json.loads((dst / "index.json").read_text())
+        assert sorted(p.name for p in dst.glob("shard_*.npz")) == [s["file"] for s in index["shards"]]
+        return len(index["shards"]), sum((dst / s["file"]).stat().st_size for s in index["shards"])
+
+    n, total = pack()
+    assert 1 < n < 3 and total <= 0.4 * 2**20
+    with np.load(dst / "shard_00000.npz") as z:
         np.testing.assert_array_equal(z["audio"], np.load(src / "shard_00000.npz")["audio"])
+    lm.mkdir()
+    (lm / "shard_00000.npz").write_bytes(bytes(int(0.2 * 2**20)))  # LM shards already packed: 0.2 MiB of the 0.4
+    n_with_lm, total = pack()
+    assert n_with_lm < n and total <= 0.2 * 2**20
 
 
 def test_prepare_lm_packs_only_what_the_lm_reads(tmp_path):
