@@ -257,8 +257,8 @@ def train_lm(args, out: Path, data: Path, device: str, minutes: float) -> dict:
         if not (data / "index.json").is_file():
             data = _tiny_lm_data(run / "data")
     else:
-        # The trainer's augmentations stay on (token dropout, region, onset and pitch masking: the unconditioned
-        # rows classifier-free guidance needs); CFG tokens carry the default scales, as without a teacher.
+        # The trainer's augmentations stay on (token dropout, region, onset and pitch masking: they also teach the
+        # masked conditioning guidance contrasts with); CFG tokens carry the default scales, as without a teacher.
         sched = ["--preset", "demo", "--steps", str(args.lm_steps), "--batch", str(args.lm_batch), "--crop",
                  str(args.lm_crop), "--lr", str(args.lm_lr), "--warmup", "100", "--log-every", "50",
                  "--eval-every", "500", "--holdout", "2", "--max-minutes", f"{minutes:.3f}"]
