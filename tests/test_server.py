@@ -215,7 +215,7 @@ def test_player_gets_audio_and_controls_reach_its_session(bundle):
         assert recv_json(ws, "pong")[0]["t"] == 3.5
         status, _ = recv_json(ws, "status")
         assert status["frames"] > 0 and status["accepted"] == 3 and status["rejected"] == 1
-        assert {"buffer_fill", "dropped_frames", "compute_ms", "latency_ms"} <= set(status)
+        assert {"buffer_fill", "late_frames", "skipped_frames", "compute_ms", "latency_ms"} <= set(status)
         assert [h["type"] for h in player.history] == ["note_on", "set", "ping"]
         assert keeps_playing(ws, player)  # still generating after the bad message
     assert _freed(server)  # the session was stopped and the slot freed

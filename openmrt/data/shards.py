@@ -35,14 +35,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from openmrt.data.labels import Labels
 from openmrt.errors import DataError
 from openmrt.frame import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
 from openmrt.weights import atomic_write
+
+if TYPE_CHECKING:  # labels need pretty_midi, which training on token shards (the GPU image) lacks
+    from openmrt.data.labels import Labels
 
 __all__ = ["Example", "Shard", "build_shards", "load_shard", "read_index", "shard_path", "write_shard", "write_index"]
 

@@ -125,7 +125,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-auto-strum", action="store_true", help="send onsets then held notes (Auto-Strum off)")
 
 
-def _load(args: argparse.Namespace):
+def load_model(args: argparse.Namespace):
+    """The bundle that --model, --device and --dtype name (every command that plays loads it this way)."""
     from openmrt.engine.bundle import load_bundle
 
     return load_bundle(args.model, seed=0, device=compute_device(args), dtype=args.dtype)
@@ -145,7 +146,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".wav", ".flac"):
         raise ControlError(f"-o: write .wav or .flac, not {out.name}")
     timeline = MidiTimeline.from_file(args.notes) if args.notes else None
-    bundle = _load(args)
+    bundle = load_model(args)
     style_tokens = None
     if controls.prompts and controls.style_tokens is None:
         style_tokens = choose_style(bundle, args.style, needed=True).tokens_for(controls.prompts)
@@ -222,25 +223,21 @@ def _typed_commands(target, dispatch, stop: threading.Event) -> threading.Thread
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from openmrt.engine.live import LiveTarget
-    from openmrt.engine.session import FrameInput, Session
+    from openmrt.engine.live import make_instrument
+    from openmrt.engine.session import Session
     from openmrt.io.audio_out import AudioOutput
     from openmrt.io.osc import OscServer
     from openmrt.io.recorder import Recorder
-    from openmrt.style.live import LivePromptStyle
 
     controls = controls_from_args(args)
     guidance = guidance_from_args(args, controls)
-    bundle = _load(args)
+    bundle = load_model(args)
     source = choose_style(bundle, args.style, needed=bool(controls.prompts))  # also for /prompt sent later
-    style = LivePromptStyle(source, controls.prompts)  # prompts changed over OSC re-encode off the frame loop
-    live = LiveControls(controls)
-    session = Session(bundle, lambda: FrameInput.from_live(live, style.tokens(live.snapshot())),
-                      buffer_samples=args.buffer, seed=controls.seed, seed_rotation=controls.seed_rotation,
-                      guidance=guidance)
-    live.on_reset = session.reset
+    player = make_instrument(controls, source, lambda frame_input: Session(
+        bundle, frame_input, buffer_samples=args.buffer, seed=controls.seed, seed_rotation=controls.seed_rotation,
+        guidance=guidance), echo=_stderr)
+    session, target, style = player.session, player.target, player.style
     session.on_fault = lambda line: _stderr(f"openmrt: {line}")  # model faults, a lost sound card: said once
-    target = LiveTarget(session, live, has_style=source is not None, echo=_stderr)
     with contextlib.ExitStack() as on_exit:  # whatever opened is closed again, also when a later step fails
         on_exit.callback(style.close)
         on_exit.callback(target.close)
@@ -306,7 +303,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
 
     from openmrt.engine.latency import STAGES, measure
 
-    bundle = _load(args)
+    bundle = load_model(args)
     result = measure(bundle, trials=args.trials, buffer_samples=args.buffer)
     result["model"] = bundle.name
     for stage in STAGES:
@@ -326,7 +323,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
     from openmrt.engine.soak import plot, soak
 
-    bundle = _load(args)
+    bundle = load_model(args)
     result = soak(bundle, args.seconds, buffer_samples=args.buffer, hog=args.hog)
     print(f"{result['model']}: {result['frames']} frames, dropped {result['dropped_frames']}, compute p50 "
           f"{result['p50_ms']:.1f} p99 {result['p99_ms']:.1f} max {result['max_ms']:.1f} ms")
@@ -335,6 +332,30 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(result, indent=1) + "\n")
     png = out.with_suffix(".png")
     plot(result, str(png))
+    print(f"wrote {out} and {png}")
+    return 0
+
+
+def cmd_bench_longrun(args: argparse.Namespace) -> int:
+    import json
+
+    from openmrt.eval.longrun import composed_timeline, longrun, plot
+    from openmrt.io.midi import MidiTimeline
+
+    timeline = MidiTimeline.from_file(args.notes) if args.notes else composed_timeline()
+    bundle = _load(args)  # says which model (and why, for auto)
+    _stderr(f"openmrt: {args.minutes:g} min of {bundle.name} playing {timeline.source} on repeat, judged every "
+            f"{args.window_minutes:g} min")
+    result = longrun(bundle, timeline, args.minutes, args.window_minutes, seed=args.seed, echo=_stderr)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    png = out.with_suffix(".png")
+    plot(result, png)
+    s = result["summary"]
+    print(f"{result['model']}: onset F1 first {s['onset_f1_first']} last {s['onset_f1_last']}, loudness spread "
+          f"{s['lufs_spread_lu']} LU, {s['nonfinite_samples']} NaN/inf samples, {s['failed_frames']} failed frames; "
+          f"{result['wall_seconds_per_audio_minute']} s per minute of audio")
     print(f"wrote {out} and {png}")
     return 0
 
@@ -384,3 +405,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     soak.add_argument("--hog", action="store_true", help="run a one-core busy loop beside it")
     soak.add_argument("-o", "--out", required=True, help="JSON file (a PNG timeline is written beside it)")
     soak.set_defaults(func=cmd_bench_soak)
+    lr = b.add_parser("longrun", help="quality over a long offline stream of a MIDI file on repeat: onset F1, "
+                      "loudness, spectral centroid, NaN per window")
+    lr.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+    add_device_args(lr)
+    lr.add_argument("--minutes", type=float, default=30.0, help="minutes of audio to make")
+    lr.add_argument("--window-minutes", type=float, default=5.0, help="judge the audio in windows this long")
+    lr.add_argument("--notes", metavar="FILE.mid", help="MIDI file to repeat (default: a composed solo piano piece)")
+    lr.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    lr.add_argument("-o", "--out", required=True, help="JSON file (a PNG plot is written beside it)")
+    lr.set_defaults(func=cmd_bench_longrun)

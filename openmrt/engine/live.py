@@ -13,6 +13,7 @@ import shlex
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,47 @@ def read_tokens(path: str | Path) -> np.ndarray:
     except Exception as e:
         raise ControlError(f"{path}: values are neither codes 0..1023 nor LM token ids ({e})") from e
     return arr
+
+
+@dataclass
+class Instrument:
+    """One live player's chain: its controls, its prompts' style tokens, the session (or `Seat`) that plays them
+    and the control target that OSC, MIDI, typed commands or a web page drive."""
+
+    live: LiveControls
+    style: Any  # LivePromptStyle
+    session: Any  # Session or openmrt.engine.live_players.Seat
+    target: LiveTarget
+
+    def close(self) -> None:
+        """Stop the session, then its control workers (each closed even when another fails)."""
+        try:
+            self.session.stop()
+        finally:
+            try:
+                self.target.close()
+            finally:
+                self.style.close()
+
+
+def make_instrument(controls: Controls, style_source: Any, make_session: Callable[[Callable[[], Any]], Any],
+                    echo: Callable[[str], None] = print) -> Instrument:
+    """Controls -> prompt style -> frame input -> session -> target, wired once for every front end.
+    ``make_session(frame_input)`` makes the player (a `Session`, or a seat of a shared batch); its ``reset`` is what
+    a reset control calls. Nothing is started."""
+    from openmrt.engine.session import FrameInput
+    from openmrt.style.live import LivePromptStyle
+
+    live = LiveControls(controls)
+    style = LivePromptStyle(style_source, controls.prompts)  # prompts re-encode off the frame loop
+    try:
+        session = make_session(lambda: FrameInput.from_live(live, style.tokens(live.snapshot())))
+    except BaseException:
+        style.close()
+        raise
+    live.on_reset = session.reset
+    target = LiveTarget(session, live, has_style=style_source is not None, echo=echo)
+    return Instrument(live, style, session, target)
 
 
 class LiveTarget:

@@ -56,6 +56,15 @@ class FrameInput:
         return FrameInput(cond, c.temperature, c.top_k, c.midi_gate)
 
 
+def check_input(inp: FrameInput) -> FrameInput:
+    """A frame input checked where it enters the frame loop (a bad one keeps the previous input); ControlError."""
+    if not isinstance(inp, FrameInput) or inp.cond.shape != (tk.NUM_COND,):
+        raise ControlError(f"frame_input returned {type(inp).__name__}, not a 144-channel FrameInput")
+    check_temperature(inp.temperature)
+    check_top_k(inp.top_k, tk.CODEBOOK_SIZE)
+    return inp
+
+
 @dataclass
 class FrameMetrics:
     frame: int
@@ -128,12 +137,7 @@ class Session:
     # ------------------------------------------------------------------ frame loop
     def _input(self) -> FrameInput:
         try:
-            inp = self.frame_input()
-            if not isinstance(inp, FrameInput) or inp.cond.shape != (tk.NUM_COND,):
-                raise ControlError(f"frame_input returned {type(inp).__name__}, not a 144-channel FrameInput")
-            check_temperature(inp.temperature)  # checked here, where a bad value keeps the previous input
-            check_top_k(inp.top_k, tk.CODEBOOK_SIZE)
-            self._last_input = inp
+            self._last_input = check_input(self.frame_input())
         except Exception as e:  # a bad control must never stop the stream
             self.control_errors += 1
             log.error("control snapshot failed (keeping the previous one): %s", e)

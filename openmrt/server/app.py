@@ -1,10 +1,11 @@
 """The ASGI app of ``openmrt serve``: the page at ``/``, its files under ``/static/``, one player per WebSocket at
 ``/ws`` (protocol: docs/server.md, openmrt/server/protocol.py).
 
-Each connection gets a `Player`: a `Session` of its own on the CPU (the frame loop on its own thread) with its own
-controls. The connection sends the session's ring at real-time pace (one 1920-sample PCM16 frame per 40 ms; the
-page's jitter buffer absorbs network jitter), so the session's back-pressure paces generation exactly as a sound
-card does. A bad message gets an error reply and the stream goes on; a player's failure ends only its connection.
+Each connection gets a `Player` with its own controls and stream: a seat of one shared batch (`LivePlayers`: one
+frame loop, on its own 40 ms clock, steps every player together and fans the frames out into each seat's ring; on
+the CPU and on CUDA alike). The connection sends its seat's ring at real-time pace (one 1920-sample PCM16 frame per
+40 ms; the page's jitter buffer absorbs network jitter). A bad message gets an error reply and the stream goes on;
+a player's failure ends only its connection.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from openmrt.controls import Controls, LiveControls
 from openmrt.engine.bundle import Bundle
-from openmrt.engine.live import LiveTarget
-from openmrt.engine.session import Session
+from openmrt.engine.live import Instrument, LiveTarget, make_instrument
+from openmrt.engine.live_players import LivePlayers, Seat
 from openmrt.frame import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 from openmrt.server import protocol
 
@@ -47,7 +48,8 @@ MAX_UPLOAD_BYTES = 10 * 2**20
 MAX_UPLOAD_SECONDS = 120.0  # the style model reads the whole file on every re-encode
 MAX_UPLOADS = 32  # files kept; the oldest goes first
 STATUS_SECONDS = 0.5
-MAX_CATCH_UP = 5  # frames sent at once after the event loop stalled; a longer stall re-syncs the clock instead
+MAX_CATCH_UP = 5  # frames sent at once after a stall; a longer stall re-syncs the clock instead
+LATE_POLL = 0.002  # seconds between looks for a frame the model is late with
 
 
 def new_token() -> str:
@@ -72,23 +74,34 @@ class RateLimit:
 
 @dataclass
 class Player:
-    """One connection's instrument: session, controls, prompt style and what it was sent."""
+    """One connection's instrument (controls, prompt style, seat of the batch, target) and what it was sent."""
 
     id: int
-    session: Session
-    live: LiveControls
-    target: LiveTarget
-    style: Any  # LivePromptStyle
+    instrument: Instrument
     history: deque = field(default_factory=lambda: deque(maxlen=1000))  # accepted messages (model_dump())
     accepted: int = 0
     rejected: int = 0
     rate_limited: int = 0
     sent_samples: int = 0
 
+    @property
+    def session(self) -> Seat:  # its seat of the batch (with the part of `Session`'s interface the server uses)
+        return self.instrument.session
+
+    @property
+    def live(self) -> LiveControls:
+        return self.instrument.live
+
+    @property
+    def target(self) -> LiveTarget:
+        return self.instrument.target
+
+    @property
+    def style(self) -> Any:
+        return self.instrument.style
+
     def close(self) -> None:
-        self.session.stop()
-        self.target.close()
-        self.style.close()
+        self.instrument.close()
 
 
 class Server:
@@ -99,6 +112,10 @@ class Server:
         token: required from every WebSocket (``/ws?token=...``) when set.
         rate, burst: per-connection message rate limit.
         controls: every new player's starting controls.
+
+    Every player is a seat of one shared batch (`LivePlayers`), on the CPU as on CUDA: one frame loop steps them
+    all, so N players cost one batched LM step and one batched codec decode a frame (on the CPU a batch of 2 costs
+    about 1.5 of one player, two sessions 2; a batch of 1 costs what a `Session` does).
     """
 
     def __init__(self, bundle: Bundle, style_source: Any = None, max_players: int = 4, token: str | None = None,
@@ -107,6 +124,7 @@ class Server:
         self.bundle, self.style_source, self.max_players, self.token = bundle, style_source, max_players, token
         self.rate, self.burst, self.buffer_samples = rate, burst, buffer_samples
         self.controls = controls or Controls()
+        self.batch = LivePlayers(bundle, max_players, buffer_samples).start()
         self.players: dict[int, Player] = {}
         self._lock = threading.Lock()
         self._next_id = 1
@@ -164,9 +182,6 @@ class Server:
 
     # -- players -------------------------------------------------------------------------------------------------------
     def _join(self) -> Player | None:
-        from openmrt.engine.session import FrameInput
-        from openmrt.style.live import LivePromptStyle
-
         with self._lock:
             if len(self.players) >= self.max_players:
                 return None
@@ -175,19 +190,14 @@ class Server:
             self.players[pid] = None  # type: ignore[assignment]  # the slot is taken while the session builds
         try:
             c = self.controls
-            live = LiveControls(c)
-            style = LivePromptStyle(self.style_source, c.prompts)
-            session = Session(self.bundle, lambda: FrameInput.from_live(live, style.tokens(live.snapshot())),
-                              buffer_samples=self.buffer_samples, seed=c.seed, seed_rotation=c.seed_rotation)
-            live.on_reset = session.reset
-            target = LiveTarget(session, live, has_style=self.style_source is not None,
-                                echo=lambda line: log.info("player %d %s", pid, line))
-            player = Player(pid, session, live, target, style)
-            session.start()
+            instrument = make_instrument(
+                c, self.style_source, lambda frame_input: self.batch.join(frame_input, c.seed, c.seed_rotation),
+                echo=lambda line: log.info("player %d %s", pid, line))
         except BaseException:
             with self._lock:
                 self.players.pop(pid, None)
             raise
+        player = Player(pid, instrument)
         with self._lock:
             self.players[pid] = player
         return player
@@ -267,36 +277,43 @@ class Server:
             scope.cancel()
 
     async def _audio_loop(self, ws: WebSocket, player: Player) -> None:
+        """One frame per 40 ms on a drift-free clock. A frame the model has not made yet is waited for, not sent as
+        silence: the page's jitter buffer bridges a short wait, and the frames due meanwhile follow at once."""
         period = FRAME_MS / 1000.0
         buf = np.zeros((FRAME_SAMPLES, 2), dtype=np.float32)
         t_next = time.monotonic()
         t_status = t_next
         while True:
             now = time.monotonic()
+            if now - t_status >= STATUS_SECONDS:
+                t_status = now
+                await ws.send_json(self.status(player))
             if now < t_next:
                 await anyio.sleep(t_next - now)
                 continue
             due = int((now - t_next) / period) + 1
-            if due > MAX_CATCH_UP:  # the loop stalled: re-sync the clock rather than bursting
-                t_next, due = now, 1
-            for _ in range(due):
+            if due > MAX_CATCH_UP:  # a long stall (ours or the model's): re-sync the clock rather than bursting,
+                t_next, due = now, 1  # and drop what piled up meanwhile beyond the lead, so latency does not grow
+                player.session.skip_to_lead()
+            sent = 0
+            while sent < due and player.session.ring.fill() >= FRAME_SAMPLES:
                 player.session.read(FRAME_SAMPLES, buf)
                 await ws.send_bytes(protocol.encode_pcm16(buf))
-                player.sent_samples += FRAME_SAMPLES
-            t_next += due * period
-            if now - t_status >= STATUS_SECONDS:
-                t_status = now
-                await ws.send_json(self.status(player))
+                sent += 1
+            player.sent_samples += sent * FRAME_SAMPLES
+            t_next += sent * period
+            if sent < due:  # the model is late with the next frame: look again shortly
+                await anyio.sleep(LATE_POLL)
 
     def status(self, player: Player) -> dict:
         st = player.session.stats()
         last = player.session.metrics[-1] if player.session.metrics else None
         fill = st.buffer_fill
         return {"type": "status", "frames": st.frames, "buffer_fill": fill, "buffer_ms": fill / SAMPLE_RATE * 1e3,
-                "dropped_frames": st.dropped_frames, "compute_ms": last.compute_ms if last else 0.0,
+                "late_frames": self.batch.late_frames, "compute_ms": last.compute_ms if last else 0.0,
                 "compute_ms_p50": st.compute_ms_p50, "compute_ms_p99": st.compute_ms_p99,
                 "sent_samples": player.sent_samples, "accepted": player.accepted, "rejected": player.rejected,
-                "rate_limited": player.rate_limited,
+                "rate_limited": player.rate_limited, "skipped_frames": st.extra.get("skipped_frames", 0),
                 "control_errors": st.extra["control_errors"] + player.target.errors + player.style.errors,
                 # server side of the latency: the queued lead plus one frame's compute (the page adds its own)
                 "latency_ms": {"server_buffer": fill / SAMPLE_RATE * 1e3,
@@ -307,6 +324,7 @@ class Server:
             players = [p for p in self.players.values() if p is not None]
         for p in players:
             self._leave(p)
+        self.batch.stop()
         self._upload_dir.cleanup()
 
 

@@ -36,20 +36,19 @@ def resolve_token(host: str, token: str | None) -> str | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from openmrt.engine.bundle import load_bundle
-    from openmrt.engine.cli import choose_style, compute_device
+    from openmrt.engine.cli import choose_style, load_model
     from openmrt.server.app import Server
 
     if args.max_players < 1:
         raise ConfigError(f"--max-players must be at least 1, got {args.max_players}")
     token = resolve_token(args.host, args.token)
-    bundle = load_bundle(args.model, seed=0, device=compute_device(args), dtype=args.dtype)
+    bundle = load_model(args)
     server = Server(bundle, choose_style(bundle, args.style, needed=False), max_players=args.max_players,
                     token=token, buffer_samples=args.buffer)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
-    print(f"openmrt: serving {bundle.name} for up to {args.max_players} players: open {url}", file=sys.stderr,
-          flush=True)
+    print(f"openmrt: serving {bundle.name} for up to {args.max_players} players (one batch): open {url}",
+          file=sys.stderr, flush=True)
     try:
         uvicorn.run(server.app, host=args.host, port=args.port, log_level="warning", ws_max_size=65536)
     finally:
@@ -65,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default local only; any other needs a token, generated if not given)")
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s.add_argument("--token", help="secret every page must bring (?token=...); required beyond 127.0.0.1")
-    s.add_argument("--max-players", type=int, default=4, help="players at once (each a session of its own)")
+    s.add_argument("--max-players", type=int, default=4,
+                   help="players at once (seats of one batch: each costs a row of every frame)")
     s.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     s.add_argument("--style", help="style model for prompts: demo, musiccoca or a file (default: as for play)")
     s.add_argument("--buffer", type=int, default=4096, choices=BUFFER_PRESETS,

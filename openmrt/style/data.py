@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from openmrt.data.shards import float_audio, load_shard, read_index
 from openmrt.data.styles import STYLES
 from openmrt.style.features import logmel, to_mono16k
+from openmrt.weights import atomic_write
 
 __all__ = ["Example", "audio_bank", "load_examples", "sample_text", "style_label", "text_views"]
 
@@ -71,10 +73,13 @@ def load_examples(roots: Sequence[str | Path], cache: str | Path | None = None) 
                        .encode()).hexdigest()[:12]
     path = Path(cache) / f"mels_{key}.npz" if cache else None
     if path is not None and path.is_file():
-        z = np.load(path, allow_pickle=False)
-        metas, sources = json.loads(str(z["metas"])), json.loads(str(z["sources"]))
-        mels = [torch.from_numpy(z[f"mel{i}"].astype(np.float32)) for i in range(len(metas))]
-        return [Example(m, mel, s) for m, mel, s in zip(metas, mels, sources, strict=True)]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                metas, sources = json.loads(str(z["metas"])), json.loads(str(z["sources"]))
+                mels = [torch.from_numpy(z[f"mel{i}"].astype(np.float32)) for i in range(len(metas))]
+            return [Example(m, mel, s) for m, mel, s in zip(metas, mels, sources, strict=True)]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # half written before writes were atomic
+            print(f"recomputing the features cache {path}: cannot read it ({e})")
     out = []
     for root in roots:
         root = Path(root)
@@ -87,7 +92,9 @@ def load_examples(roots: Sequence[str | Path], cache: str | Path | None = None) 
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"mel{i}": e.mel.numpy().astype(np.float16) for i, e in enumerate(out)}
-        np.savez(path, metas=json.dumps([e.meta for e in out]), sources=json.dumps([e.source for e in out]), **arrays)
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:  # a kill never leaves half a cache to be read
+            np.savez(f, metas=json.dumps([e.meta for e in out]), sources=json.dumps([e.source for e in out]),
+                     **arrays)
     return out
 
 

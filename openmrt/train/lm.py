@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -191,8 +192,13 @@ def train(args: argparse.Namespace) -> dict:
     last = {}
     t0 = time.perf_counter()
     stop = min(args.steps, args.stop_after or args.steps)
+    deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
     while step < stop:
-        lr = cosine_lr(step, args.lr, args.warmup, args.steps)
+        sched = step
+        if args.time_schedule and args.max_minutes and step >= args.warmup:  # the decay spans the time budget
+            done = (time.perf_counter() - t0) / (60 * args.max_minutes)
+            sched = args.warmup + int((args.steps - args.warmup) * min(1.0, done))
+        lr = cosine_lr(sched, args.lr, args.warmup, args.steps)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
@@ -212,8 +218,11 @@ def train(args: argparse.Namespace) -> dict:
         torch.nn.utils.clip_grad_norm_(params, args.clip)
         opt.step()
         step += 1
-        log_now = step % args.log_every == 0 or step == args.steps
-        eval_now = log_now and bool(data.heldout) and (step % args.eval_every == 0 or step == args.steps)
+        # Every rank must agree to stop together: rank 0's clock decides.
+        timed_out = _agree(time.perf_counter() >= deadline, d.device) if args.max_minutes else False
+        final = step == args.steps or timed_out
+        log_now = step % args.log_every == 0 or final
+        eval_now = log_now and bool(data.heldout) and (step % args.eval_every == 0 or final)
         if d.main and log_now:
             last = {"step": step, "lr": lr, "loss": float(per_level.mean()),
                     **{f"loss_l{q}": float(per_level[q]) for q in range(12)},
@@ -227,13 +236,24 @@ def train(args: argparse.Namespace) -> dict:
         if d.main and log_now:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in last.items()
                               if not k.startswith("loss_l")}))
-        if step % args.ckpt_every == 0 or step == stop:
+        if step % args.ckpt_every == 0 or step == stop or timed_out:
             model_sd, optim_sd = full_state(model, opt)  # gathers the shards under FSDP: every rank calls it
             if d.main:
                 save_checkpoint(ckpt, model=model_sd, optimizer=optim_sd, step=step)
                 export(_plain(model.cfg, model_sd, args.lora) if args.fsdp else model, out, step, lora=bool(args.lora))
+        if timed_out:
+            break
     cleanup_distributed()
     return last
+
+
+def _agree(flag: bool, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank (a no-op without torch.distributed)."""
+    if not torch.distributed.is_initialized():
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    torch.distributed.broadcast(t, src=0)
+    return bool(t.item())
 
 
 def export(model: Depthformer, out: Path, step: int, lora: bool) -> None:
@@ -287,3 +307,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--stop-after", type=int, help="stop at this step (the schedule still spans --steps); "
                    "rerun without it to continue, e.g. across time-boxed sessions")
+    p.add_argument("--max-minutes", type=float, help="stop (evaluate, checkpoint, export) after this much wall time")
+    p.add_argument("--time-schedule", action="store_true", help="with --max-minutes: the LR decays over the time "
+                   "budget instead of --steps (a time-boxed run on a machine of unknown speed; not reproducible)")

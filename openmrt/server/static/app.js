@@ -2,8 +2,12 @@
 // an AudioWorklet jitter buffer, and sends controls as JSON (protocol: docs/server.md).
 'use strict';
 const $ = (id) => document.getElementById(id);
+// `gaps` counts every break in what is heard: the player here ran dry (stalls) or jumped ahead (skips), or the
+// server skipped frames after this page fell behind (skipped_frames). A late frame (late_frames) is a gap only
+// when the buffer here could not bridge it, and then it is a stall.
 const state = window.openmrt = {connected: false, player: null, samplesReceived: 0, samplesPlayed: 0,
-                                 stalls: 0, status: null, errors: [], rttMs: null, fillMs: 0};
+                                 stalls: 0, skips: 0, status: null, errors: [], rttMs: null, fillMs: 0,
+                                 gaps() { return this.stalls + this.skips + (this.status ? this.status.skipped_frames : 0); }};
 let ws = null, ctx = null, node = null, recording = null;
 
 function log(line) { state.errors.push(line); $('log').textContent = state.errors.slice(-30).join('\n'); }
@@ -14,10 +18,10 @@ async function start() {
   ctx = new AudioContext({sampleRate: 48000, latencyHint: 'interactive'});
   await ctx.audioWorklet.addModule('/static/player-worklet.js');
   node = new AudioWorkletNode(ctx, 'openmrt-player', {outputChannelCount: [2],
-    processorOptions: {target: 3840, maxLead: 19200}});
+    processorOptions: {target: 3840, maxTarget: 14400, maxLead: 15360}});
   node.port.onmessage = (e) => {
     const s = e.data;
-    state.samplesPlayed = s.played; state.stalls = s.stalls; state.fillMs = s.fill / 48;
+    state.samplesPlayed = s.played; state.stalls = s.stalls; state.skips = s.skips; state.fillMs = s.fill / 48;
     $('v-played').textContent = (s.played / 48000).toFixed(1) + ' s';
   };
   node.connect(ctx.destination);
@@ -66,7 +70,8 @@ function showStatus(s) {
   state.status = s;
   $('m-buffer').value = s.buffer_ms + state.fillMs;
   $('v-buffer').textContent = `server ${s.buffer_ms.toFixed(0)} + page ${state.fillMs.toFixed(0)} ms`;
-  $('v-drops').textContent = s.dropped_frames + ' frames (page stalls ' + state.stalls + ')';
+  $('v-drops').textContent = `${state.gaps()} gaps (page ${state.stalls} stalls + ${state.skips} skips, server ` +
+    `${s.skipped_frames} skipped); ${s.late_frames} frames late`;
   $('v-compute').textContent = `${s.compute_ms.toFixed(1)} ms (p99 ${s.compute_ms_p99.toFixed(1)})`;
   const out = ctx ? (ctx.baseLatency + (ctx.outputLatency || 0)) * 1000 : 0;
   const net = state.rttMs == null ? 0 : state.rttMs / 2;
