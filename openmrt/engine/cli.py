@@ -343,7 +343,7 @@ def cmd_bench_longrun(args: argparse.Namespace) -> int:
     from openmrt.io.midi import MidiTimeline
 
     timeline = MidiTimeline.from_file(args.notes) if args.notes else composed_timeline()
-    bundle = _load(args)  # says which model (and why, for auto)
+    bundle = load_model(args)  # says which model (and why, for auto)
     _stderr(f"openmrt: {args.minutes:g} min of {bundle.name} playing {timeline.source} on repeat, judged every "
             f"{args.window_minutes:g} min")
     result = longrun(bundle, timeline, args.minutes, args.window_minutes, seed=args.seed, echo=_stderr)

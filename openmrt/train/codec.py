@@ -47,7 +47,7 @@ from openmrt.train.codec_losses import (
     phase_derivative_loss,
     reconstruction_loss,
 )
-from openmrt.train.codec_vq import CodebookLearner
+from openmrt.train.codec_vq import CodebookLearner, keep_levels
 from openmrt.train.common import (
     CSVLog,
     cleanup_distributed,
@@ -109,11 +109,6 @@ class AutoEncoder(nn.Module):
         spec = self.codec.decoder_spectrogram(z_dec)
         return istft(spec), spec, z, out
 
-
-def _keep_levels(rng: np.random.Generator, batch: int, levels: int, p: float) -> torch.Tensor:
-    """Quantizer dropout: with probability p an example keeps 1..levels levels (uniform), else all."""
-    drop = rng.random(batch) < p
-    return torch.as_tensor(np.where(drop, rng.integers(1, levels + 1, batch), levels))
 
 
 def _kmeans_latents(model: SpectroStream, data: AudioData, args, rank: int, device) -> torch.Tensor:
@@ -188,7 +183,7 @@ def train(args: argparse.Namespace) -> dict:
             learner.kmeans_init(_kmeans_latents(model, data, args, d.rank, d.device), seed=args.seed)
         rng = np.random.default_rng([args.seed, step, d.rank])
         x = data.batch(rng, args.batch, args.crop * FRAME_SAMPLES).to(d.device)
-        keep = _keep_levels(rng, args.batch, levels, args.quantizer_dropout).to(d.device)
+        keep = keep_levels(rng, args.batch, levels, args.quantizer_dropout).to(d.device)
         with autocast:
             y, spec, z, q = net(x, keep)
         ref = x[:, : y.shape[1]]

@@ -40,11 +40,11 @@ from openmrt.codec.v2 import CodecV2, CodecV2Config, grid_magnitudes, save_codec
 from openmrt.errors import DataError
 from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
 from openmrt.tokens import NOTE_ONSET
-from openmrt.train.codec_vq import CodebookLearner
+from openmrt.train.codec_vq import CodebookLearner, keep_levels
 from openmrt.train.common import (
     CSVLog,
+    budget_lr,
     cleanup_distributed,
-    cosine_lr,
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
@@ -202,10 +202,6 @@ class AutoEncoder(nn.Module):
             z_dec, q = self.learner.quantize(z.float(), keep)
         return {**self.codec.decode_magnitudes(z_dec.to(z.dtype)), "salience": salience}, z, q
 
-
-def _keep_levels(rng: np.random.Generator, batch: int, levels: int, p: float) -> torch.Tensor:
-    drop = rng.random(batch) < p
-    return torch.as_tensor(np.where(drop, rng.integers(1, levels + 1, batch), levels))
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -380,11 +376,7 @@ def train(args: argparse.Namespace) -> dict:
     stop = min(args.steps, args.stop_after or args.steps)
     deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
     while step < stop:
-        sched = step
-        if args.time_schedule and args.max_minutes and step >= args.warmup:  # the decay spans the time budget
-            done = (time.perf_counter() - t0) / (60 * args.max_minutes)
-            sched = args.warmup + int((args.steps - args.warmup) * min(1.0, done))
-        lr = cosine_lr(sched, args.lr, args.warmup, args.steps)
+        lr = budget_lr(step, args, t0)
         for g in opt.param_groups:
             g["lr"] = lr
         if step >= args.vq_start and not bool(learner.initialised):
@@ -396,7 +388,7 @@ def train(args: argparse.Namespace) -> dict:
         rng = np.random.default_rng([args.seed, step, d.rank])
         audio, _, targets = data.batch(rng, args.batch, args.crop)
         audio, targets = audio.to(d.device), targets.to(d.device)
-        keep = _keep_levels(rng, args.batch, levels, args.quantizer_dropout).to(d.device)
+        keep = keep_levels(rng, args.batch, levels, args.quantizer_dropout).to(d.device)
         with torch.no_grad():
             target = grid_magnitudes(audio)
         with autocast:

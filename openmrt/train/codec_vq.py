@@ -10,6 +10,7 @@ batch (then broadcast), so every rank holds the same codebook.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -154,3 +155,9 @@ class CodebookLearner(nn.Module):
                 for t in (self.codebook, self.cluster_size, self.embed_sum):
                     dist.broadcast(t, 0)
         return total
+
+
+def keep_levels(rng: np.random.Generator, batch: int, levels: int, p: float) -> torch.Tensor:
+    """Quantizer dropout: with probability p an example keeps 1..levels levels (uniform), else all."""
+    drop = rng.random(batch) < p
+    return torch.as_tensor(np.where(drop, rng.integers(1, levels + 1, batch), levels))

@@ -14,6 +14,7 @@ import csv
 import math
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,16 @@ def cosine_lr(step: int, base: float, warmup: int, total: int, final_ratio: floa
         return base * (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return base * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def budget_lr(step: int, args, t0: float) -> float:
+    """``cosine_lr`` over ``args.steps``, or, with ``--time-schedule`` and ``--max-minutes``, with the decay
+    spanning the wall-time budget that started at ``t0`` (a time-boxed run on a machine of unknown speed)."""
+    sched = step
+    if args.time_schedule and args.max_minutes and step >= args.warmup:
+        done = (time.perf_counter() - t0) / (60 * args.max_minutes)
+        sched = args.warmup + int((args.steps - args.warmup) * min(1.0, done))
+    return cosine_lr(sched, args.lr, args.warmup, args.steps)
 
 
 def rng_state() -> dict:

@@ -37,8 +37,8 @@ from openmrt.lm.lora import apply_lora, lora_state_dict, merge_lora
 from openmrt.lm.model import Depthformer
 from openmrt.train.common import (
     CSVLog,
+    budget_lr,
     cleanup_distributed,
-    cosine_lr,
     full_state,
     load_checkpoint,
     load_full_state,
@@ -194,11 +194,7 @@ def train(args: argparse.Namespace) -> dict:
     stop = min(args.steps, args.stop_after or args.steps)
     deadline = t0 + args.max_minutes * 60 if args.max_minutes else math.inf
     while step < stop:
-        sched = step
-        if args.time_schedule and args.max_minutes and step >= args.warmup:  # the decay spans the time budget
-            done = (time.perf_counter() - t0) / (60 * args.max_minutes)
-            sched = args.warmup + int((args.steps - args.warmup) * min(1.0, done))
-        lr = cosine_lr(sched, args.lr, args.warmup, args.steps)
+        lr = budget_lr(step, args, t0)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
