@@ -260,7 +260,7 @@ def choose_auto(device: torch.device | str | None = None, search: list[Path] | N
     if hub.is_installed(specs["demo"]) and cpu_keeps_up("demo")[0]:
         return "demo", "; ".join([where, *notes, "the demo bundle plays in real time there"])
     return "random:tiny", "; ".join([
-        where, *notes, "no trained bundle that plays there is installed (the demo LM is not in this package yet), "
+        where, *notes, "no trained bundle that plays there is installed, "
         "so this plays random weights; `openmrt models list` shows the options"])
 
 
