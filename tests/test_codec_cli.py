@@ -55,22 +55,30 @@ def test_checkpoint_round_trip_and_refusals(ckpt, tmp_path):
 
 
 def test_files_from_before_the_one_config_key_still_load(tmp_path):
-    """The shipped demo codec keeps its config under "codec_config" with fields nothing reads any more."""
-    from safetensors import safe_open
-
-    with safe_open(str(DEMO_PATH), "pt") as f:
-        meta = f.metadata()
-    assert "codec_config" in meta and "hop" in json.loads(meta["codec_config"])  # the old layout, unrewritten
-    demo = load_codec("demo")
-    assert demo.config == codec_config("demo")
-    # an unknown field (not a retired one) is still refused
+    """Files written before the one config key kept it under "codec_config", with fields nothing reads any more
+    (the first demo codec shipped so): they load; an unknown field (not a retired one) is still refused."""
     from safetensors.torch import save_file
 
-    bad = json.loads(meta["codec_config"]) | {"colour": "red"}
-    save_file({k: v.contiguous() for k, v in demo.state_dict().items()}, str(tmp_path / "new.safetensors"),
-              metadata={"codec_config": json.dumps(bad)})
+    cfg = codec_config("demo")
+    old = json.loads(cfg.to_json()) | {"hop": FRAME_SAMPLES, "sample_rate": 48000, "channels": 2}
+    torch.manual_seed(0)
+    model = SpectroStream(cfg)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"codec_config": json.dumps(old)})
+    _same(load_codec(tmp_path / "old.safetensors"), model)
+    bad = json.dumps(old | {"colour": "red"})
+    save_file(tensors, str(tmp_path / "new.safetensors"), metadata={"codec_config": bad})
     with pytest.raises(Exception, match="unknown codec config fields \\['colour'\\]"):
         load_codec(tmp_path / "new.safetensors")
+
+
+def test_the_shipped_demo_codec_is_the_codec_v2():
+    from openmrt.codec.v2 import CodecV2
+
+    demo = load_codec("demo")
+    assert isinstance(demo, CodecV2) and DEMO_PATH.stat().st_size < 16_000_000
+    codes = torch.randint(0, 1024, (1, 6, 12))
+    assert demo.decode(codes).shape == (1, 5 * FRAME_SAMPLES, 2)
 
 
 def test_official_bundle_folder_resolves_to_checkpoint_and_encoder(tmp_path, capsys):

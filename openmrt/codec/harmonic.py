@@ -183,7 +183,11 @@ class HarmonicDecoder(nn.Module):
         and loads bump their versions): the streaming step does not rebuild it every frame."""
         if torch.is_grad_enabled():
             return self._build_combs()
-        key = (self.tuning._version, self.inharm._version, self.tuning.data_ptr(), self.tuning.device)
+        try:
+            version = (self.tuning._version, self.inharm._version)
+        except RuntimeError:  # inference tensors (loaded under inference_mode) keep no version: key on storage
+            version = None
+        key = (version, self.tuning.data_ptr(), self.inharm.data_ptr(), self.tuning.device)
         if getattr(self, "_comb_key", None) != key:
             self._comb_cache, self._comb_key = self._build_combs(), key
         return self._comb_cache
