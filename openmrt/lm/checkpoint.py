@@ -16,9 +16,32 @@ from openmrt.weights import check_shapes, load_tensors, parse_config, read_metad
 KIND = "openmrt-lm"
 
 
-def save_lm(model: Depthformer, path: str | Path, extra: dict[str, str] | None = None) -> Path:
-    """Write ``model``'s weights and config; ``extra`` adds string metadata (e.g. training step)."""
-    return save_tensors(path, model.state_dict(), kind=KIND, config=model.cfg.to_json(), metadata=extra)
+Q8 = ".q8"  # suffix of an int8-stored table; its per-row scales sit under ".q8scale"
+
+
+def save_lm(model: Depthformer, path: str | Path, extra: dict[str, str] | None = None,
+            int8_tables: bool = False) -> Path:
+    """Write ``model``'s weights and config; ``extra`` adds string metadata (e.g. training step).
+    ``int8_tables``: the token embedding and output tables (most of a small LM) stored as int8 with one
+    float16 scale per row, the rest float16 (shipped files: half the float16 size of those tables)."""
+    sd = model.state_dict()
+    if int8_tables:
+        out = {}
+        for k, v in sd.items():
+            if k in ("embedding.weight", "to_logits.weight"):
+                scale = v.abs().amax(1, keepdim=True).clamp(min=1e-8) / 127
+                out[k + Q8] = torch.round(v / scale).to(torch.int8)
+                out[k + Q8 + "scale"] = scale.half()
+            else:
+                out[k] = v.half()
+        sd = out
+    return save_tensors(path, sd, kind=KIND, config=model.cfg.to_json(), metadata=extra)
+
+
+def _dequantize(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for k in [k for k in sd if k.endswith(Q8)]:
+        sd[k[: -len(Q8)]] = sd.pop(k).float() * sd.pop(k + "scale").float()
+    return sd
 
 
 def load_lm(path: str | Path, device: str | torch.device = "cpu") -> Depthformer:
@@ -27,6 +50,7 @@ def load_lm(path: str | Path, device: str | torch.device = "cpu") -> Depthformer
     if meta.get("kind") != KIND:
         raise CheckpointError(f"{path} is not an openmrt LM file (official checkpoints load with lm.convert)")
     cfg = parse_config(meta, path, "LM", LMConfig.from_json)
+    sd = _dequantize(sd)
     check_shapes(lambda: Depthformer(cfg), sd, path, "LM")
     model = Depthformer(cfg)
     try:
