@@ -65,15 +65,20 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
                         "for small ones), float32 (exact), bfloat16, int8 (CPU)")
 
 
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask), busy or not."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def free_cores() -> int:
     """CPU cores this process may use that are not busy with other work right now (at least 1).
 
     Uses the 1-minute load average against the cores in our affinity mask: two compute threads
     spinning against a busy neighbour collapse (docs/benchmarks.md), one thread slows gracefully."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    cores = cpu_cores()
     try:
         busy = os.getloadavg()[0]
     except OSError:

@@ -124,7 +124,7 @@ def test_models_list_shows_what_plays(capsys):
 
 def test_speed_follows_dtype_model_width_and_cores(monkeypatch):
     """--dtype auto on a CPU: int8 LM + reduced-precision codec only for full-size models, exact float32
-    otherwise; float32 is exact everywhere; the pipeline needs two free cores."""
+    otherwise; float32 is exact everywhere; the pipeline needs two cores (busy or not)."""
     import dataclasses
 
     import openmrt.codec.fast as fast
@@ -133,12 +133,12 @@ def test_speed_follows_dtype_model_width_and_cores(monkeypatch):
 
     b = random_bundle("tiny", "demo")
     monkeypatch.setattr(fast, "bf16_supported", lambda: False)
-    monkeypatch.setattr(bmod, "free_cores", lambda: 2)
+    monkeypatch.setattr(bmod, "cpu_cores", lambda: 2)
     assert choose_speed(b, "auto") == Speed("eager", "f32", True)
     assert choose_speed(b, None) == Speed("eager", "f32", True)
     assert choose_speed(b, "float32") == Speed("eager", "f32", True)
     assert choose_speed(b, "int8") == Speed("int8", "int8", True)
-    monkeypatch.setattr(bmod, "free_cores", lambda: 1)
+    monkeypatch.setattr(bmod, "cpu_cores", lambda: 1)
     assert not choose_speed(b, "auto").pipeline
     cfg = b.lm.cfg
     b.lm.cfg = dataclasses.replace(cfg, temporal=dataclasses.replace(cfg.temporal, dim=1024))  # mrt2_small's width
