@@ -91,9 +91,9 @@ def test_istft_step():
 # ------------------------------------------------------------------------------------------------- the LM
 
 
-def _lm(self_window: int, cross_window: int, cond_to_input: bool = False) -> Depthformer:
+def _lm(self_window: int, cross_window: int, ours: bool = False) -> Depthformer:
     cfg = dataclasses.replace(lm_config("tiny"), self_window=self_window, cross_window=cross_window,
-                              cond_to_input=cond_to_input)
+                              cond_to_input=ours, regular_sum=ours)
     m = Depthformer(cfg)
     with torch.no_grad():  # weights large enough that every path (sinks included) moves the logits
         for name, p in m.named_parameters():
@@ -130,7 +130,7 @@ def _lm_step(gen: LMGenerator, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("windows", [(5, 3), (2, 6), (4, 4), (4, 4, True)])
 def test_lm_teacher_forced_logits_equal_steps_with_forced_tokens(windows):
     """Self-attention (sink, sliding window), cross-attention (window) and the depth loop, past several evictions;
-    last case: our demo LM's conditioning added to the temporal input (``cond_to_input``)."""
+    last case: our demo LM's changes (conditioning added to the temporal input, regular channels summed)."""
     model = _lm(*windows)
     windows = windows[:2]
     check_streaming(Streaming(

@@ -3,7 +3,8 @@
 Two branches, averaged, then a LayerNorm (shared/spec/mrt2_lm.md §3):
 * style: SUM over the 12 MusicCoCa levels of a 12 x 1031-row dequantizer table, then a Dense;
 * regular: MEAN over the 132 other channels of one flat 1536-row table with cumulative offsets
-  (the CFG-7.0 overflow into the next channel's rows is reproduced, never clamped).
+  (the CFG-7.0 overflow into the next channel's rows is reproduced, never clamped); our demo
+  preset sums them instead (``LMConfig.regular_sum``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class ConditioningEncoder(nn.Module):
         self.style_proj = nn.Linear(cfg.style_emb_dim, cfg.enc_dim, bias=False)
         self.regular_table = nn.Embedding(tk.REGULAR_ROWS, cfg.enc_dim)
         self.norm = LayerNorm(cfg.enc_dim, eps=cfg.eps)
+        self.regular_sum = cfg.regular_sum
         self.register_buffer(
             "style_offsets", torch.arange(cfg.style_levels) * tk.STYLE_VOCAB, persistent=False
         )
@@ -33,5 +35,6 @@ class ConditioningEncoder(nn.Module):
         n_style = self.style_offsets.numel()
         style = self.style_table(cond[..., :n_style] + self.style_offsets).sum(-2)
         a = self.style_proj(style)
-        r = self.regular_table(cond[..., n_style:] + self.regular_offsets).float().mean(-2).to(a.dtype)
+        rows = self.regular_table(cond[..., n_style:] + self.regular_offsets).float()
+        r = (rows.sum(-2) if self.regular_sum else rows.mean(-2)).to(a.dtype)
         return self.norm((a + r) / 2)
