@@ -65,7 +65,7 @@ def test_tiny_v1_decode_token_exact(tiny, v1_golden, scenario):
     with torch.no_grad():
         enc_err = np.abs(tiny.encode(ids).numpy() - d["encoder_output"]).max()
     cols = torch.as_tensor(d["logits_cols"]).long()
-    full = dict(zip(d["logits_full_steps"].tolist(), d["logits_full"]))
+    full = dict(zip(d["logits_full_steps"].tolist(), d["logits_full"], strict=True))
     err, survivors_differ = [0.0], []
 
     def check(s: int, raw: torch.Tensor) -> None:
@@ -98,5 +98,5 @@ def test_tiny_v1_teacher_forced_logits(tiny, v1_golden):
             out = tiny(torch.as_tensor(d["encoder_input_tokens"]).long(), torch.as_tensor(d["tokens"][:, :n]).long())
         sub = out[:, :, torch.as_tensor(d["logits_cols"]).long()].transpose(0, 1).numpy()
         assert np.abs(sub - d["logits_sub"]).max() <= 1e-4, scenario
-        for s, ref in zip(d["logits_full_steps"], d["logits_full"]):
+        for s, ref in zip(d["logits_full_steps"], d["logits_full"], strict=True):
             assert np.abs(out[:, s].numpy() - ref).max() <= 1e-4, (scenario, s)

@@ -15,13 +15,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_v1_golden import recorded_noise
 
 from openmrt.lm_v1.config import v1_config
 from openmrt.lm_v1.convert import key_map
 from openmrt.lm_v1.generate import V1Sampling, generate_chunk
 from openmrt.lm_v1.model import V1LM
 from openmrt.lm_v1.sampling import cfg_combine, top_k_mask
-from test_v1_golden import recorded_noise
 
 pytestmark = pytest.mark.slow
 SEED = 20260101
@@ -87,7 +87,7 @@ def logit_errors(raw: torch.Tensor, d) -> np.ndarray:
     err = np.abs(raw[:, :, torch.as_tensor(d["logits_cols"]).long()].numpy() - d["logits_sub"]).max((1, 2))
     top = torch.gather(raw, 2, torch.as_tensor(d["logits_top64_idx"]).long()).numpy()
     err = np.maximum(err, np.abs(top - d["logits_top64_val"]).max((1, 2)))
-    for s, ref in zip(d["logits_full_steps"], d["logits_full"]):
+    for s, ref in zip(d["logits_full_steps"], d["logits_full"], strict=True):
         err[s] = max(err[s], np.abs(raw[s].numpy() - ref).max())
     return err
 

@@ -122,7 +122,7 @@ class V1LM(nn.Module):
                               f"for this state, got {list(enc_ids.shape)}")
         state.reset_()
         encoded = self.encode(enc_ids)
-        for dst, src in zip(state.cross, self.cross_kv(encoded)):
+        for dst, src in zip(state.cross, self.cross_kv(encoded), strict=True):
             dst.copy_(src)
         state.cross_bias.copy_(self.cross_mask(enc_ids))
         state.temporal_bias.copy_(causal_bias(self.temporal.rel_bias, cfg.frames))
