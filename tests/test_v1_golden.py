@@ -34,7 +34,6 @@ def v1_golden(golden_dir):
 
 @pytest.fixture(scope="module")
 def tiny(v1_golden):
-    torch.set_num_threads(1)
     m = V1LM(v1_config("tiny"))
     load_official(m, load_file(str(v1_golden / "tiny_params.safetensors")))
     return m.eval()

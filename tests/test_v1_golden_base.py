@@ -40,7 +40,6 @@ def base(golden_dir):
     d = golden_dir / "v1"
     if not d.is_dir():
         pytest.skip(f"v1 golden vectors not found at {d}")
-    torch.set_num_threads(1)
     cfg = v1_config("base")
     model = V1LM(cfg).eval()
     params, kmap = dict(model.named_parameters()), key_map(cfg)

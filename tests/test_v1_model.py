@@ -18,7 +18,6 @@ from openmrt.lm_v1.tokens import encoder_ids, tokens_to_codes
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     m = V1LM(v1_config("tiny")).eval()
     with torch.no_grad():  # defaults leave the biases at 0 and the norms at 1: make every weight matter
         for name, p in m.named_parameters():

@@ -15,7 +15,7 @@ from openmrt.errors import CheckpointError
 from openmrt.lm_v1.config import v1_config
 from openmrt.lm_v1.convert import key_map, load_official
 from openmrt.lm_v1.model import V1LM
-from openmrt.lm_v1.t5x import read_t5x
+from openmrt.lm_v1.t5x import load_t5x, read_t5x
 
 try:
     import tensorstore as ts
@@ -93,6 +93,9 @@ def test_v1_reads_a_t5x_checkpoint(checkpoint):
     targets = torch.randint(2, 16386, (2, 32), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(model(ids, targets), direct(ids, targets))
+    loaded = load_t5x(path)  # picks the preset by shape: tiny here
+    assert loaded.cfg.name == "tiny" and all(torch.equal(a, b) for a, b in
+                                            zip(loaded.state_dict().values(), model.state_dict().values(), strict=True))
 
 
 def test_v1_t5x_errors_name_the_problem(checkpoint, tmp_path):

@@ -13,8 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from openmrt.errors import CheckpointError
+from openmrt.lm_v1.config import PRESETS
+from openmrt.lm_v1.convert import load_official
+from openmrt.lm_v1.model import V1LM
 
 _NDARRAY, _NPSCALAR = 1, 3  # flax's msgpack extension codes
 
@@ -103,3 +107,17 @@ def read_t5x(path: str | Path) -> dict[str, np.ndarray]:
 
     walk(target, "")
     return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def load_t5x(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> V1LM:
+    """A V1LM built from a T5X checkpoint; the preset (base or large) is the one whose shapes it has."""
+    flat = read_t5x(path)
+    width = flat.get("token_embedder/embedding", np.zeros((0, 0))).shape[-1]
+    layers = len({k.split("/")[1] for k in flat if k.startswith("encoder/layers_")})
+    cfg = next((c for c in PRESETS.values() if (c.dim, c.encoder_layers) == (width, layers)), None)
+    if cfg is None:
+        raise CheckpointError(f"{path}: width {width} with {layers} encoder layers matches no v1 preset "
+                              f"({', '.join(f'{c.name}: {c.dim}/{c.encoder_layers}' for c in PRESETS.values())})")
+    model = V1LM(cfg)
+    load_official(model, flat)
+    return model.to(device=device, dtype=dtype).eval()
