@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_v1_golden import recorded_noise
+from test_v1_golden import one_thread, recorded_noise  # noqa: F401 (one_thread: autouse fixture)
 
 from openmrt.lm_v1.config import v1_config
 from openmrt.lm_v1.convert import key_map
@@ -112,9 +112,14 @@ def test_base_v1_encoder_and_whole_chunk(base):
     model, gdir = base
     d = np.load(gdir / "base_cfg_greedy.npz")
     ids, tokens = torch.as_tensor(d["encoder_input_tokens"]).long(), torch.as_tensor(d["tokens"]).long()
-    with torch.no_grad():
-        enc = model.encode(ids)
-        whole = model(ids, tokens)
+    seen = []  # the encoder output as the whole-chunk pass computes it (one encoder run, not two)
+    hook = model.encoder.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            whole = model(ids, tokens)
+    finally:
+        hook.remove()
+    enc = seen[0]
     assert np.abs(enc[:, d["encoder_output_positions"]].numpy() - d["encoder_output_sub"]).max() <= 2e-3
     assert np.abs(enc.mean(-1).numpy() - d["encoder_output_row_mean"]).max() <= 1e-4
     raw, _, _ = forced_run(model, d, V1Sampling(5.0, 0.0, 40))

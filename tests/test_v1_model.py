@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_v1_golden import one_thread  # noqa: F401 (autouse fixture)
 
 from openmrt.errors import CheckpointError, ConfigError
 from openmrt.lm_v1.config import v1_config
