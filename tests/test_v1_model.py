@@ -69,6 +69,16 @@ def test_v1_state_is_reused_across_chunks(tiny):
     assert torch.equal(again[0], again[1])  # guidance: both rows of the pair feed and return row 0's samples
 
 
+def test_v1_streams_in_one_batch_do_not_mix(tiny):
+    """Two guided streams batched as [cond_a, uncond_a, cond_b, uncond_b] decode as each does alone."""
+    a, b = context_ids(8), context_ids(9)
+    greedy = V1Sampling(5.0, 0.0, 40)
+    both = generate_chunk(tiny, torch.cat([a, b]), greedy, steps=48)
+    assert torch.equal(both, torch.cat([generate_chunk(tiny, a, greedy, steps=48),
+                                        generate_chunk(tiny, b, greedy, steps=48)]))
+    assert not torch.equal(both[0], both[2])
+
+
 def eos_at(step: int, rows: list[int]):
     """Noise that makes the given rows sample EOS (id 1) at ``step``."""
     def noise(s):

@@ -54,8 +54,9 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """q [B, T, H, hd], k/v [B, S, H, hd], bias broadcastable to [B, H, T, S] -> [B, T, D]."""
-        logits = torch.einsum("bthd,bshd->bhts", q, k) + bias
-        w = torch.softmax(logits, dim=-1)
+        # Softmax in float32 whatever the compute dtype (a no-op in the float32 parity runs).
+        logits = torch.einsum("bthd,bshd->bhts", q, k).float() + bias.float()
+        w = torch.softmax(logits, dim=-1).to(v.dtype)
         return self.out(torch.einsum("bhts,bshd->bthd", w, v).flatten(-2))
 
     def forward(self, x: torch.Tensor, source: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
