@@ -133,6 +133,8 @@ def test_v1_bad_input_is_a_clear_error(tiny):
         encoder_ids(torch.zeros(250, 16), torch.full((12,), 1024))
     with pytest.raises(ConfigError, match="pairs"):
         generate_chunk(tiny, context_ids(1)[:1], V1Sampling(5.0, 1.1, 40))
+    with pytest.raises(ConfigError, match="forced tokens"):
+        generate_chunk(tiny, context_ids(1), steps=32, forced=torch.zeros(2, 16, dtype=torch.long))
     with pytest.raises(ConfigError, match="whole frames"):
         tiny(context_ids(1), torch.zeros(2, 20, dtype=torch.long))
     with pytest.raises(ConfigError, match="unknown v1 LM preset"):

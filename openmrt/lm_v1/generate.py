@@ -58,6 +58,8 @@ def generate_chunk(
         raise ConfigError(f"steps must be in 1..{model.cfg.steps}, got {steps}")
     if sampling.guidance != 0 and b % 2:
         raise ConfigError(f"guidance needs (conditioned, unconditioned) row pairs; got {b} rows")
+    if forced is not None and (forced.shape[0] != b or forced.shape[1] < steps):
+        raise ConfigError(f"forced tokens must be [{b}, >= {steps}], got {list(forced.shape)}")
     state = model.init_state(b) if state is None else state
     model.begin(state, enc_ids)
     out = torch.zeros(b, steps, dtype=torch.long, device=enc_ids.device)
