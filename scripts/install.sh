@@ -35,7 +35,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
-"$PY" -m pip install -q -e ".[dev]"
+"$PY" -m pip install -q -e ".[dev,v1]"
 # basic-pitch's default Linux deps pull TensorFlow 2.15 and numpy<2; it runs its ONNX model
 # with onnxruntime (a dependency above), so install it alone.
 "$PY" -m pip install -q --no-deps "basic-pitch==0.4.0"
