@@ -27,8 +27,8 @@ from pathlib import Path
 
 import openmrt
 
-LAYERS = {"lm": 1, "lm_v1": 1, "codec": 1, "io": 1, "hub": 2, "hub_download": 2, "style": 3, "data": 3, "engine": 4, "server": 5,
-          "eval": 5, "train": 6}
+LAYERS = {"lm": 1, "lm_v1": 1, "codec": 1, "io": 1, "hub": 2, "hub_download": 2, "style": 3, "data": 3, "engine": 4,
+          "server": 5, "eval": 5, "train": 6}
 ENTRY = 7
 SAME_LAYER = {("style", "data"), ("hub_download", "hub")}  # (importer, imported) pairs allowed within a layer
 TOP_ENTRY_POINTS = {"cli", "__main__", "hub_cli"}

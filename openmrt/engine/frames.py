@@ -8,7 +8,8 @@ Two stages on two cores (``pipeline=True``): the codec decode runs on a worker t
 t's decode overlaps frame t + 1's LM step and the frame period is the slower stage, not the sum
 (torch releases the GIL inside its ops). The price is one more frame of audio latency:
 ``latency_frames`` says how many ``step`` calls a frame's audio trails its tokens (1 sequential,
-the codec's lookahead; 2 pipelined). ``pipeline=None`` turns it on whenever the process may use two cores (``cpu_cores()``).
+the codec's lookahead; 2 pipelined). ``pipeline=None`` turns it on whenever the process may use two
+cores (``cpu_cores()``).
 
 Threads: each stage runs torch ops on ``threads`` intra-op threads (default ``max(1, free // 2)``,
 so one each on a 2-core machine). Two OpenMP threads spinning against a busy neighbour collapse
