@@ -53,7 +53,8 @@ class HubFile:
     role: str
     approx_bytes: int | None = None  # the spec gives no exact sizes; used for display and a sanity floor
     required: bool = True  # optional files add features (audio in, text prompts) but not playback
-    kind: str = "other"  # "checkpoint" (LM + codec decoder), "encoder" (codec encoder), "other"
+    kind: str = "other"  # "checkpoint" (LM + codec decoder), "encoder" (codec encoder), "t5x" (a v1 LM checkpoint
+    # folder), "decoder" / "quantizer" (SpectroStream parts as separate files), "other"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class BundleSpec:
     licence: str = OFFICIAL_LICENCE
     attribution: str = OFFICIAL_ATTRIBUTION
     shipped: bool = False  # lives in the package (demo), nothing to download
+    family: str = "mrt2"  # "v1": the original Magenta RT (T5X LM in 2 s chunks, openmrt.engine.v1)
 
     @property
     def approx_bytes(self) -> int:
@@ -99,6 +101,29 @@ def official_spec(name: str, lm_preset: str, codec_preset: str = "spectrostream"
     return BundleSpec(name, description, files, lm_preset, codec_preset)
 
 
+V1_REPO_ID = "google/magenta-realtime"
+V1_HF_URL = "https://huggingface.co/" + V1_REPO_ID + "/resolve/main/"
+V1_GCS_URL = "https://storage.googleapis.com/magenta-rt-public/"
+V1_ATTRIBUTION = (
+    "Magenta RealTime (v1) model weights by Google (Magenta team), licensed CC-BY-4.0 "
+    "(https://creativecommons.org/licenses/by/4.0/), from huggingface.co/google/magenta-realtime; "
+    "further usage terms in its model card."
+)
+
+
+def v1_spec(name: str, lm_preset: str, archive: str, approx_bytes: int | None, description: str = "") -> BundleSpec:
+    """A v1 bundle: the T5X checkpoint ``checkpoints/<archive>.tar`` extracted to ``checkpoints/<archive>/``, and the
+    SpectroStream decoder + RVQ (16 of its levels) and MusicCoCa files, which v1 shares with MRT2's release."""
+    files = (
+        HubFile(f"checkpoints/{archive}", f"T5X LM (extracted {archive}.tar)", approx_bytes, True, "t5x"),
+        HubFile("resources/spectrostream/decoder.safetensors", "codec decoder", 143_000_000, True, "decoder"),
+        HubFile("resources/spectrostream/quantizer.safetensors", "codec RVQ", 67_000_000, True, "quantizer"),
+        HubFile("resources/spectrostream/encoder.safetensors", "codec encoder (audio in)", 37_000_000, False, "encoder"),
+        *(HubFile(f"resources/musiccoca/{f}", role, size, False) for f, role, size in _MUSICCOCA),
+    )
+    return BundleSpec(name, description, files, lm_preset, "spectrostream", attribution=V1_ATTRIBUTION, family="v1")
+
+
 def registry(extra: Iterable[BundleSpec] = ()) -> dict[str, BundleSpec]:
     """Every known bundle by name (a fresh dict: no module-level mutable state)."""
     specs = [
@@ -111,6 +136,11 @@ def registry(extra: Iterable[BundleSpec] = ()) -> dict[str, BundleSpec]:
                       description="official 230M model (a GPU for real time)"),
         official_spec("mrt2_base", "mrt2_base", checkpoint_bytes=9_836_654_368,
                       description="official 2.4B model (a large GPU for real time)"),
+        # Sizes: float32 parameters (mrt_v1.md §1: base 347,873,472; large 761,651,456 by its shapes) x 4 bytes.
+        v1_spec("mrt_v1_base", "base", "llm_base_x4286_c1860k", 1_391_493_888,
+                description="original Magenta RT, 2 s chunks (a large GPU; seconds of control latency)"),
+        v1_spec("mrt_v1_large", "large", "llm_large_x3047_c1860k", 3_046_605_824,
+                description="original Magenta RT 760M, 2 s chunks (a large GPU; seconds of control latency)"),
         *extra,
     ]
     return {s.name: s for s in specs}
@@ -144,7 +174,7 @@ def locate(spec: BundleSpec, search: Iterable[Path] | None = None) -> dict[str, 
     found: dict[str, Path | None] = {}
     for f in spec.files:
         hits = (root / rel for root in search for rel in _candidates(f))
-        found[f.path] = next((p for p in hits if p.is_file()), None)
+        found[f.path] = next((p for p in hits if (p.is_dir() if f.kind == "t5x" else p.is_file())), None)
     return found
 
 
@@ -162,6 +192,8 @@ def is_installed(spec: BundleSpec, search: Iterable[Path] | None = None) -> bool
 def missing_message(spec: BundleSpec, missing: Iterable[HubFile], dest: Path | None = None) -> str:
     """What to download from where, and where to put it."""
     dest = dest or roots()[0]
+    if spec.family == "v1":
+        return _v1_missing_message(spec, missing, dest)
     lines = [f"{spec.name}: download these files (repo {REPO_ID} on Hugging Face, or the public GCS bucket):"]
     for f in missing:
         size = f" (~{human(f.approx_bytes)})" if f.approx_bytes else ""
@@ -169,6 +201,27 @@ def missing_message(spec: BundleSpec, missing: Iterable[HubFile], dest: Path | N
                      f"    to   {dest / f.path}")
     lines.append(f"or run `openmrt models download {spec.name}` when online (searched: "
                  f"{', '.join(str(r) for r in roots())}; set OPENMRT_HOME or MAGENTA_HOME to look elsewhere)")
+    return "\n".join(lines)
+
+
+def _v1_missing_message(spec: BundleSpec, missing: Iterable[HubFile], dest: Path) -> str:
+    lines = [f"{spec.name}: these files are missing (searched: {', '.join(str(r) for r in roots())}; set OPENMRT_HOME "
+             "or MAGENTA_HOME to look elsewhere, or pass --model PATH to an extracted T5X checkpoint folder):"]
+    for f in missing:
+        size = f" (~{human(f.approx_bytes)})" if f.approx_bytes else ""
+        if f.kind == "t5x":
+            tar = f"{f.path}.tar"
+            here = next((r / tar for r in roots() if (r / tar).is_file()), None)
+            if here is not None:
+                lines.append(f"  {f.path}/: {here} is not extracted yet: mkdir -p {here.with_suffix('')} && "
+                             f"tar -xf {here} -C {here.with_suffix('')}")
+                continue
+            lines.append(f"  {f.path}/{size}: fetch {tar}\n    from {V1_HF_URL}{tar}\n      or {V1_GCS_URL}{tar}\n"
+                         f"    and extract it: mkdir -p {dest / f.path} && tar -xf {Path(tar).name} -C {dest / f.path}")
+        else:
+            lines.append(f"  {f.path}{size}\n    from {HF_URL}{f.path}\n      or {GCS_URL}{f.path}\n"
+                         f"    to   {dest / f.path}")
+    lines.append("openmrt does not download v1 checkpoints itself yet: fetch them as above")
     return "\n".join(lines)
 
 
@@ -317,13 +370,20 @@ def verify_file(spec: BundleSpec, f: HubFile, path: Path, full: bool = False) ->
     if f.kind == "other" and f.approx_bytes and size < f.approx_bytes // 2:
         raise HubError(f"{path} is truncated: {size:,} bytes, expected about {f.approx_bytes:,}; "
                        "download it again (`openmrt models download` resumes)")
+    if f.kind == "t5x":  # a folder: found here, read (keys and shapes checked) when loaded
+        return _verify_t5x(path)
     known = _check_record(path, f.path, full)
     if known is not None:
         return known
-    if f.kind in ("checkpoint", "encoder"):
+    if f.kind in ("checkpoint", "encoder", "decoder", "quantizer"):
         shapes = safetensors_shapes(path)
         if f.kind == "checkpoint":
             check_official_shapes(shapes, spec.lm_preset, spec.codec_preset, ("decoder", "quantizer"), path)
+        elif f.kind in ("decoder", "quantizer"):
+            _check_codec_part(shapes, f.kind, path)
+        elif spec.family == "v1":  # its codec size is read from the decoder's shapes when loaded
+            if not any(k.startswith("params/encoder/") for k in shapes):
+                raise HubError(f"{path} has no params/encoder/ tensors (not the SpectroStream encoder?)")
         else:
             check_official_shapes(shapes, None, spec.codec_preset, ("encoder",), path)
     elif size == 0:
@@ -331,6 +391,28 @@ def verify_file(spec: BundleSpec, f: HubFile, path: Path, full: bool = False) ->
     digest = sha256(path, progress=True)
     _write_record(path, f.path, digest)
     return digest
+
+
+def _verify_t5x(path: Path) -> str:
+    """An extracted T5X checkpoint folder: its ``checkpoint`` file is found (a tar not yet extracted is named)."""
+    from openmrt.lm_v1.t5x import checkpoint_dir
+
+    if not path.is_dir():
+        raise HubError(f"{path} is not a folder: extract the T5X archive into it (tar -xf NAME.tar -C {path})")
+    try:
+        return str(checkpoint_dir(path) / "checkpoint")
+    except CheckpointError as e:
+        raise HubError(str(e)) from e
+
+
+def _check_codec_part(shapes: Mapping[str, tuple[int, ...]], part: str, path: Path) -> None:
+    """A separate SpectroStream decoder or RVQ file holds its part under params/soundstream/ (v1 needs 16 levels)."""
+    prefix = f"params/soundstream/{part}/"
+    if not any(k.startswith(prefix) for k in shapes):
+        raise HubError(f"{path} has no {prefix} tensors (not the SpectroStream {part}?)")
+    emb = shapes.get("params/soundstream/quantizer/embedding")
+    if part == "quantizer" and (emb is None or len(emb) != 3 or emb[0] < 16):
+        raise HubError(f"{path}: params/soundstream/quantizer/embedding is {emb}, expected [>= 16 levels, 1024, D]")
 
 
 def verify(spec: BundleSpec, search: Iterable[Path] | None = None, full: bool = False) -> dict[str, Path]:

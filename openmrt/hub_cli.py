@@ -40,7 +40,7 @@ def format_list(search: list[Path] | None = None) -> str:
                      f"codec {spec.codec_preset})")
         for f in spec.files:
             p = found[f.path]
-            size = hub.human(p.stat().st_size) if p else f"~{hub.human(f.approx_bytes)}" if f.approx_bytes else ""
+            size = "folder" if p and p.is_dir() else hub.human(p.stat().st_size) if p else f"~{hub.human(f.approx_bytes)}" if f.approx_bytes else ""
             status = str(p) if p else "missing" + ("" if f.required else " (optional)")
             lines.append(f"  {f.path:<55} {size:>9}  {f.role:<25} {status}")
         lines.append(f"  licence {spec.licence}: {spec.attribution}")
@@ -62,6 +62,11 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     spec = _spec(args.name)
     root = Path(args.to).expanduser() if args.to else hub.roots()[0]
+    if spec.family == "v1":  # a T5X archive to fetch and extract: say what and where
+        found = hub.locate(spec)
+        missing = [f for f in spec.files if found[f.path] is None and (f.required or not args.required_only)]
+        print(hub.missing_message(spec, missing, root) if missing else f"openmrt: {spec.name} is complete")
+        return 1 if any(f.required for f in missing) else 0
     print(f"openmrt: {spec.name} -> {root}\n  licence {spec.licence}: {spec.attribution}")
     paths = download(spec, root, pick_fetch(args.source), search=hub.roots(), required_only=args.required_only)
     for rel, p in paths.items():

@@ -54,7 +54,7 @@ class Speed:
 @dataclass
 class Bundle:
     name: str
-    lm: Depthformer
+    lm: Depthformer  # or a v1 LM (openmrt.lm_v1.model.V1LM), played in 2 s chunks by openmrt.engine.chunks
     codec: SpectroStream  # or the demo codec v2 (openmrt.codec.v2.CodecV2): the same token interface
     style: object | None = None  # a StyleSource (openmrt.style), when the bundle has one
     noise: bool = False  # random weights: what plays is noise (the commands say so)
@@ -121,6 +121,10 @@ def load_bundle(spec: str, seed: int = 0, device: str | torch.device | None = No
     bundle.speed = choose_speed(bundle, dtype)
     where = f"{dev} ({str(lm_dtype).removeprefix('torch.')} {bundle.speed.describe()})"
     print(f"openmrt: model {bundle.name} on {where}" + (f": {reason}" if reason else ""), file=sys.stderr)
+    if not isinstance(bundle.lm, Depthformer):
+        print("openmrt: v1 plays 2 s chunks from 10 s of context: a style change is heard 2-4 s later (it cannot "
+              "react within a chunk), notes and drums are ignored; the first chunk is generated before any sound",
+              file=sys.stderr)
     if bundle.noise:
         print("openmrt: WARNING: random weights: this plays noise, at a safe level (about -26 dBFS); "
               "`openmrt models list` shows the trained bundles", file=sys.stderr)
@@ -133,6 +137,8 @@ def choose_speed(bundle: Bundle, dtype: str | torch.dtype | None = "auto") -> Sp
     The CPU pipelines LM and codec when two cores are free."""
     from openmrt.codec.fast import bf16_supported
 
+    if not isinstance(bundle.lm, Depthformer):
+        return Speed()  # v1: whole chunks, no per-frame settings
     dev = next(bundle.lm.parameters()).device
     name = "auto" if dtype is None else dtype if isinstance(dtype, str) else "explicit"
     if dev.type == "cuda":
@@ -163,13 +169,22 @@ def _load(spec: str, seed: int) -> Bundle:
         return random_bundle(lm or "tiny", codec or "demo", seed)
     specs = hub.registry()
     if spec in specs:
+        if specs[spec].family == "v1":
+            from openmrt.engine.v1 import v1_bundle_from_spec
+
+            return v1_bundle_from_spec(specs[spec])
         return bundle_from_spec(specs[spec])
     path = Path(spec).expanduser()
     if path.exists():
+        from openmrt.engine.v1 import is_t5x, v1_bundle_from_path
+
+        if is_t5x(path) or path.suffix == ".tar":
+            return v1_bundle_from_path(path)
         return bundle_from_path(path)
     raise ConfigError(
-        f"no model bundle {spec!r}: use demo, mrt2_small, mrt2_base, auto, random:LM[+CODEC] (e.g. random:tiny) "
-        "or the path of a bundle folder or checkpoint; `openmrt models list` shows what is installed"
+        f"no model bundle {spec!r}: use demo, mrt2_small, mrt2_base, mrt_v1_base, mrt_v1_large, auto, "
+        "random:LM[+CODEC] (e.g. random:tiny) or the path of a bundle folder, checkpoint or T5X checkpoint folder; "
+        "`openmrt models list` shows what is installed"
     )
 
 

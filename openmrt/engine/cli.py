@@ -14,14 +14,15 @@ import numpy as np
 from openmrt import tokens as tk
 from openmrt.controls import DEFAULTS, Controls, LiveControls, parse_token_prompt
 from openmrt.device import add_device_args
-from openmrt.engine.frames import FrameStream
+from openmrt.engine.chunks import is_v1, open_stream
 from openmrt.engine.live import parse_guidance
 from openmrt.engine.session import BUFFER_PRESETS
 from openmrt.errors import CheckpointError, ConfigError, ControlError
 from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
 
 DEFAULT_MODEL = "auto"  # best installed bundle that keeps up here; random:tiny (with a note) until the demo ships
-MODEL_HELP = "model bundle: auto, demo, mrt2_small, mrt2_base, PATH or random:LM[+CODEC] (default auto)"
+MODEL_HELP = ("model bundle: auto, demo, mrt2_small, mrt2_base, mrt_v1_base, mrt_v1_large, PATH or random:LM[+CODEC] "
+              "(default auto)")
 STATUS_SECONDS = 2.0
 
 
@@ -70,6 +71,13 @@ def choose_style(bundle, style: str | None, needed: bool):
         return load_style(style)
     if bundle.style is not None:
         return bundle.style
+    if is_v1(bundle):  # v1 reads MusicCoCa tokens too; the demo style model's only stand in for them
+        try:
+            return load_style("musiccoca")
+        except CheckpointError as e:
+            _stderr(f"openmrt: note: MusicCoCa is not installed ({e}); v1 prompts use the demo style model's tokens, "
+                    "which v1 was not trained on")
+            return load_style("demo")
     if bundle.lm.cfg.name.startswith("mrt2"):  # the official LMs read MusicCoCa tokens; nothing else fits them
         try:
             return load_style("musiccoca")
@@ -147,6 +155,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ControlError(f"-o: write .wav or .flac, not {out.name}")
     timeline = MidiTimeline.from_file(args.notes) if args.notes else None
     bundle = load_model(args)
+    if args.context_audio and not is_v1(bundle):
+        raise ControlError("--context-audio is for v1 bundles (mrt_v1_base/large); MRT2 bundles continue audio with "
+                           "`openmrt play` and /prefill/audio")
     style_tokens = None
     if controls.prompts and controls.style_tokens is None:
         style_tokens = choose_style(bundle, args.style, needed=True).tokens_for(controls.prompts)
@@ -161,10 +172,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return cond
 
     n = int(round(args.seconds * SAMPLE_RATE))
-    stream = FrameStream(bundle, seed=controls.seed, temperature=controls.temperature, top_k=controls.top_k,
-                         guidance=guidance)
+    offline = {"prefetch": False} if is_v1(bundle) else {}  # v1: nothing to overlap offline; controls per chunk
+    stream = open_stream(bundle, seed=controls.seed, temperature=controls.temperature, top_k=controls.top_k,
+                         guidance=guidance, **offline)
+    if is_v1(bundle):
+        _stderr(f"openmrt: {stream.describe()}")
+        if args.context_audio:
+            from openmrt.audio import read_audio
+
+            used = stream.set_context_audio(read_audio(args.context_audio))
+            _stderr(f"openmrt: continuing {args.context_audio} ({used} frames of context)")
     _stderr(f"openmrt: generating {args.seconds:g} s with {bundle.name}")
     audio, _ = render(stream, n, cond_for_frame, progress=True)
+    stream.close()
     sf.write(str(out), audio, SAMPLE_RATE)
     _stderr(f"wrote {out} ({len(audio)} samples, 48 kHz stereo)")
     if args.plot:
@@ -366,6 +386,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seconds", type=float, default=10.0)
     g.add_argument("--notes", metavar="FILE.mid", help="MIDI file: the notes to play, frame by frame")
     g.add_argument("--plot", metavar="PNG", help="also draw the notes asked for over the output spectrogram")
+    g.add_argument("--context-audio", metavar="FILE", help="v1: continue this audio (its last 10 s are the context)")
     g.add_argument("-o", "--out", "--output", dest="output", required=True, help="output .wav or .flac")
     g.set_defaults(func=cmd_generate)
 

@@ -28,7 +28,8 @@ import torch
 from openmrt import tokens as tk
 from openmrt.controls import DEFAULTS, LiveControls, MidiGate, reset_fade
 from openmrt.engine.bundle import Bundle
-from openmrt.engine.frames import FRAME, FrameStream
+from openmrt.engine.chunks import open_stream
+from openmrt.engine.frames import FRAME
 from openmrt.engine.ring import RingBuffer
 from openmrt.errors import CheckpointError, ControlError
 from openmrt.lm.generate import check_temperature, check_top_k
@@ -114,7 +115,7 @@ class Session:
         self.threads = threads
         self.guidance = dict(guidance or {})
         self._pending_guidance: dict[str, float] | None = None  # new rows: applied at the next reset
-        self.stream = FrameStream(bundle, seed=seed, guidance=self.guidance or None)
+        self.stream = open_stream(bundle, seed=seed, guidance=self.guidance or None)  # v1: a ChunkStream
         self.ring = RingBuffer(max(BUFFER_PRESETS) + PRIME_FRAMES * FRAME)
         self.metrics: deque[FrameMetrics] = deque(maxlen=history)
         self.control_errors = 0
@@ -277,7 +278,7 @@ class Session:
             if self._pending_guidance is not None:  # new LM rows: a fresh stream (its state no longer fits)
                 self.guidance, self._pending_guidance = self._pending_guidance, None
                 self.stream.close()
-                self.stream = FrameStream(self.bundle, seed=self.seed, guidance=self.guidance or None)
+                self.stream = open_stream(self.bundle, seed=self.seed, guidance=self.guidance or None)
                 self._reset_target = None
             seed = self.seed + self.seed_rotation
             self.stream.reset(seed)
@@ -351,6 +352,12 @@ class Session:
         """Encode audio [N, 2] at 48 kHz with the codec, trim ``trim_frames`` at each end (encoder
         warm-up and zero-padded lookahead), teacher-force the rest. Returns the frames used."""
         codec = self.bundle.codec
+        if hasattr(self.stream, "set_context_audio"):  # v1: the audio becomes the context of every reset
+            with self._lock:
+                used = self.stream.set_context_audio(audio)
+                self._reset_target = self.stream.state_dict()
+                self._fade = True
+            return used
         with torch.inference_mode():
             codes = codec.encode(torch.as_tensor(audio, dtype=torch.float32)[None], self.stream.levels)[0]
         if len(codes) > 2 * trim_frames + 1:

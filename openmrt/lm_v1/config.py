@@ -7,6 +7,7 @@ the token layout and the chunk shape is fixed by the released models.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from openmrt.errors import ConfigError
@@ -44,6 +45,9 @@ class V1Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def to_json(self) -> str:  # session states record the model they were saved with
+        return json.dumps(self.to_dict())
 
 
 PRESETS = {
