@@ -118,7 +118,8 @@ def v1_spec(name: str, lm_preset: str, archive: str, approx_bytes: int | None, d
         HubFile(f"checkpoints/{archive}", f"T5X LM (extracted {archive}.tar)", approx_bytes, True, "t5x"),
         HubFile("resources/spectrostream/decoder.safetensors", "codec decoder", 143_000_000, True, "decoder"),
         HubFile("resources/spectrostream/quantizer.safetensors", "codec RVQ", 67_000_000, True, "quantizer"),
-        HubFile("resources/spectrostream/encoder.safetensors", "codec encoder (audio in)", 37_000_000, False, "encoder"),
+        HubFile("resources/spectrostream/encoder.safetensors", "codec encoder (audio in)", 37_000_000, False,
+                "encoder"),
         *(HubFile(f"resources/musiccoca/{f}", role, size, False) for f, role, size in _MUSICCOCA),
     )
     return BundleSpec(name, description, files, lm_preset, "spectrostream", attribution=V1_ATTRIBUTION, family="v1")

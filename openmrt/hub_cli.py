@@ -40,7 +40,8 @@ def format_list(search: list[Path] | None = None) -> str:
                      f"codec {spec.codec_preset})")
         for f in spec.files:
             p = found[f.path]
-            size = "folder" if p and p.is_dir() else hub.human(p.stat().st_size) if p else f"~{hub.human(f.approx_bytes)}" if f.approx_bytes else ""
+            size = hub.human(p.stat().st_size) if p else f"~{hub.human(f.approx_bytes)}" if f.approx_bytes else ""
+            size = "folder" if p and p.is_dir() else size
             status = str(p) if p else "missing" + ("" if f.required else " (optional)")
             lines.append(f"  {f.path:<55} {size:>9}  {f.role:<25} {status}")
         lines.append(f"  licence {spec.licence}: {spec.attribution}")

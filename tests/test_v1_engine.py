@@ -13,8 +13,15 @@ from v1_layout import ARCHIVE, tiny_codec, write_layout
 
 from openmrt import tokens as tk
 from openmrt.cli import main
-from openmrt.engine.chunks import (CHUNK_FRAMES, CHUNK_SAMPLES, ChunkStream, crossfade_ramp, join_chunk, open_stream,
-                                   v1_encoder_ids)
+from openmrt.engine.chunks import (
+    CHUNK_FRAMES,
+    CHUNK_SAMPLES,
+    ChunkStream,
+    crossfade_ramp,
+    join_chunk,
+    open_stream,
+    v1_encoder_ids,
+)
 from openmrt.engine.offline import render
 from openmrt.errors import CheckpointError, ConfigError
 from openmrt.frame import FRAME_SAMPLES
@@ -209,3 +216,31 @@ def test_v1_models_list_and_verify(home, capsys):
     assert next(x for x in listed.splitlines() if x.startswith("mrt_v1_large")).split()[1:3] == ["not", "installed"]
     assert main(["models", "verify", "mrt_v1_base"]) == 0
     assert f"checkpoints/{ARCHIVE}" in capsys.readouterr().out
+
+
+def test_v1_live_session_plays_continues_and_saves(bundle, tmp_path):
+    """The live Session takes a v1 bundle unchanged: frames into the ring buffer, /prefill/audio as the context of
+    every reset, save/load of the stream state."""
+    from openmrt.engine.session import FrameInput, Session
+
+    session = Session(bundle, lambda: FrameInput(cond(), temperature=1.1))
+    assert isinstance(session.stream, ChunkStream)
+    gen = session.stream._generate
+    fail = [RuntimeError("chunk failed")]
+    session.stream._generate = lambda *a: (_ for _ in ()).throw(fail.pop()) if fail else gen(*a)
+    for _ in range(3):
+        session.produce()  # the first chunk fails once: a silent frame, then the chunk is generated again
+    assert session.silent_frames == 1 and "chunk failed" in session.faults[0]
+    assert session.ring.fill() == 3 * FRAME_SAMPLES and session.stream.lm.temperature == 1.1
+    assert session.stream.chunk_lm_ms > 0 and session.stats().frames == 3
+    clip = (0.1 * np.random.default_rng(2).standard_normal((48000, 2))).astype(np.float32)
+    used = session.prefill_audio(clip)
+    assert used == 25 and (session.stream.context[-used:] >= 0).all()
+    session.reset()
+    assert (session.stream.context[-used:] >= 0).all() and session.stream.frames_out == 0
+    session.save_state(tmp_path / "v1.safetensors")
+    before = session.stream.context.clone()
+    session.stream.set_context(np.zeros((5, 16), np.int64))
+    session.load_state(tmp_path / "v1.safetensors")
+    assert torch.equal(session.stream.context, before)
+    session.stream.close()

@@ -122,9 +122,9 @@ def load_bundle(spec: str, seed: int = 0, device: str | torch.device | None = No
     where = f"{dev} ({str(lm_dtype).removeprefix('torch.')} {bundle.speed.describe()})"
     print(f"openmrt: model {bundle.name} on {where}" + (f": {reason}" if reason else ""), file=sys.stderr)
     if not isinstance(bundle.lm, Depthformer):
-        print("openmrt: v1 plays 2 s chunks from 10 s of context: a style change is heard 2-4 s later (it cannot "
-              "react within a chunk), notes and drums are ignored; the first chunk is generated before any sound",
-              file=sys.stderr)
+        print("openmrt: v1 plays 2 s chunks from 10 s of context and cannot react within a chunk: a style change is "
+              "heard 2-4 s later live (0-2 s offline); notes and drums are ignored; the first chunk is generated "
+              "before any sound", file=sys.stderr)
     if bundle.noise:
         print("openmrt: WARNING: random weights: this plays noise, at a safe level (about -26 dBFS); "
               "`openmrt models list` shows the trained bundles", file=sys.stderr)

@@ -19,7 +19,7 @@ official equal-power crossfade (§8).
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
 import torch
@@ -132,9 +132,9 @@ class ChunkStream:
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="openmrt-v1-chunks",
                                           initializer=torch.set_num_threads, initargs=(self.threads,))
         self._ramp = crossfade_ramp()
-        self.lm_ms = self.codec_ms = 0.0  # LM and codec time of the last chunk generated
-        self.chunk_ms = 0.0  # its whole generation time (compare with 2000 ms of audio)
-        self.wait_ms = 0.0  # how long the last step blocked on a chunk
+        self.chunk_lm_ms = self.chunk_codec_ms = 0.0  # LM and codec time of the last chunk generated (of 2000 ms)
+        # Per step, as FrameStream reports them: the time this step blocked waiting for its chunk, and no codec work.
+        self.lm_ms = self.codec_ms = 0.0
         self._initial_context = torch.full((CONTEXT_FRAMES, LEVELS), -1, dtype=torch.long)
         self._pending: Future | None = None  # the next chunk, being generated
         self.reset(seed)
@@ -175,10 +175,9 @@ class ChunkStream:
         t0 = time.perf_counter()
         if self._pending is None:
             self._submit(cond_raw)
-        codes, decoded, self.lm_ms, self.codec_ms = self._pending.result()
-        self._pending = None
-        self.wait_ms = (time.perf_counter() - t0) * 1e3
-        self.chunk_ms = self.lm_ms + self.codec_ms
+        job, self._pending = self._pending, None  # a failed chunk is asked for again by the next step
+        codes, decoded, self.chunk_lm_ms, self.chunk_codec_ms = job.result()
+        self.lm_ms = (time.perf_counter() - t0) * 1e3
         self.context = torch.cat([self.context[CHUNK_FRAMES:], codes])
         self._audio, self._tail = join_chunk(decoded, self._tail, self._ramp)
         self._codes = codes.numpy()
@@ -193,7 +192,7 @@ class ChunkStream:
         (audio [1920, 2] float32 of this frame, its 16 RVQ codes)."""
         if forced is not None:
             raise ConfigError("v1 streams cannot teacher-force single frames; give the audio as context instead")
-        self.wait_ms = 0.0
+        self.lm_ms = 0.0
         if self._audio is None or self._pos == CHUNK_FRAMES:
             self._next_chunk(cond_raw)
         p = self._pos
@@ -202,8 +201,8 @@ class ChunkStream:
         return self._audio[p * FRAME_SAMPLES:(p + 1) * FRAME_SAMPLES], self._codes[p]
 
     def _drain(self) -> None:
-        if self._pending is not None:
-            self._pending.result()  # the worker keeps one decode state: never start another chunk beside it
+        if self._pending is not None:  # the worker keeps one decode state: never start another chunk beside it
+            wait([self._pending])  # its result (or error) is dropped with it
             self._pending = None
 
     def reset(self, seed: int | None = None) -> None:
