@@ -153,6 +153,16 @@ def test_v1_audio_context_and_state_round_trip(bundle, tmp_path):
     fresh.close()
 
 
+def test_v1_guidance_weight_and_ignored_signals(bundle, caplog):
+    notes = ChunkStream(bundle, guidance={"notes": 1.0}, prefetch=False)
+    assert notes.lm.sampling().guidance == 5.0 and "guidance on notes ignored" in caplog.text  # official default
+    notes.close()
+    plain = ChunkStream(bundle, guidance={"musiccoca": 0.0}, prefetch=False)
+    audio, codes = plain.step(cond())
+    assert list(plain._states) == [1] and audio.shape == (FRAME_SAMPLES, 2)  # no CFG: one LM row
+    plain.close()
+
+
 def test_v1_generate_cli_end_to_end_on_a_tiny_official_layout(home, tmp_path, capsys):
     """`openmrt generate --model mrt_v1_base` finds the seeded tiny checkpoint in the official layout under
     OPENMRT_HOME, says what a v1 stream cannot do, and writes exactly the asked length; --model PATH to the T5X
@@ -238,9 +248,46 @@ def test_v1_live_session_plays_continues_and_saves(bundle, tmp_path):
     assert used == 25 and (session.stream.context[-used:] >= 0).all()
     session.reset()
     assert (session.stream.context[-used:] >= 0).all() and session.stream.frames_out == 0
+    session.prefill_silence(300)  # the codec's silence code, last 250 frames kept
+    silence = session.stream.context
+    assert (silence >= 0).all() and (silence == silence[0]).all()
+    session.prefill_audio(clip)
     session.save_state(tmp_path / "v1.safetensors")
     before = session.stream.context.clone()
     session.stream.set_context(np.zeros((5, 16), np.int64))
     session.load_state(tmp_path / "v1.safetensors")
     assert torch.equal(session.stream.context, before)
     session.stream.close()
+
+
+def test_v1_play_says_what_a_chunked_stream_cannot_do(home, monkeypatch, capsys):
+    """`openmrt play --model mrt_v1_base` (sound card replaced by a reader thread) plays and says up front that it
+    cannot react within a chunk, with the 2-4 s a style change takes live."""
+    import threading
+
+    import openmrt.io.audio_out as audio_out
+
+    got = []
+
+    class FakeOutput:  # pulls 10 ms blocks as a sound card would, as fast as they come
+        def __init__(self, read, **_):
+            self.read, self.recorder, self._stop = read, None, threading.Event()
+            self._t = threading.Thread(target=self._run, daemon=True)
+
+        def _run(self):
+            while not self._stop.wait(0.01):
+                got.append(self.read(480).copy())
+
+        def start(self):
+            self._t.start()
+
+        def close(self):
+            self._stop.set()
+            self._t.join()
+
+    monkeypatch.setattr(audio_out, "AudioOutput", FakeOutput)
+    assert main(["play", "--model", "mrt_v1_base", "--device", "cpu", "--seconds", "0.3", "--osc-port", "0",
+                 "--style-tokens", ",".join(map(str, STYLE))]) == 0
+    err = capsys.readouterr().err
+    assert "cannot react within a chunk" in err and "2-4 s later live" in err and "playing mrt_v1_base" in err
+    assert got and np.abs(np.concatenate(got)).max() > 0  # the primed frames of chunk 0 reached the "card"

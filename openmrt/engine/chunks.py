@@ -18,6 +18,7 @@ official equal-power crossfade (§8).
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
@@ -32,6 +33,8 @@ from openmrt.frame import FRAME_MS, FRAME_SAMPLES
 from openmrt.lm_v1.generate import V1Sampling, generate_chunk
 from openmrt.lm_v1.model import V1LM
 from openmrt.lm_v1.tokens import CONTEXT_FRAMES, MASK, STYLE_TOKENS, encoder_ids, tokens_to_codes
+
+log = logging.getLogger(__name__)
 
 CHUNK_FRAMES = 50  # 2 s at 25 Hz
 CHUNK_SAMPLES = CHUNK_FRAMES * FRAME_SAMPLES  # 96,000
@@ -77,13 +80,13 @@ def v1_encoder_ids(context: torch.Tensor, style: np.ndarray) -> torch.Tensor:
 
 class V1Generator:
     """The stream's sampling settings, under the names the live ``Session`` sets (temperature, top_k, seeds,
-    guidance as a list over ``guidance_keys``). Chunk n samples with seed + n (the official PRNGKey(seed + n))."""
+    guidance as a list over ``guidance_keys``). Chunk n samples with seed + n (the official PRNGKey(seed + n)).
+    Only the style is guided; without a style weight the official 5.0 applies."""
 
-    guidance_keys = ("musiccoca",)
-
-    def __init__(self, temperature: float, top_k: int, guidance: float, seed: int):
+    def __init__(self, temperature: float, top_k: int, guidance: dict[str, float], seed: int):
         self.temperature, self.top_k, self.seed = float(temperature), int(top_k), int(seed)
-        self.guidance = [float(guidance)]
+        self.guidance_keys = tuple(k for k in guidance if k == "musiccoca")
+        self.guidance = [float(guidance[k]) for k in self.guidance_keys]
 
     def set_seeds(self, seed: int) -> None:
         self.seed = int(seed)
@@ -117,12 +120,12 @@ class ChunkStream:
         if bundle.codec.config.num_quantizers < LEVELS:
             raise ConfigError(f"{bundle.name}: v1 decodes {LEVELS} RVQ levels but its codec holds "
                               f"{bundle.codec.config.num_quantizers}")
-        unknown = set(guidance or {}) - {"musiccoca"}
-        if unknown:
-            raise ConfigError(f"v1 guides on the style only (guidance style=W); got {sorted(unknown)}")
+        ignored = sorted(set(guidance or {}) - {"musiccoca"})
+        if ignored:  # a warning, not an error: a live /guidance message must not leave the session without a stream
+            log.warning("v1 guides on the style only: guidance on %s ignored", ", ".join(ignored))
         self.bundle, self.model, self.codec = bundle, bundle.lm, bundle.codec
         self.device = next(self.model.parameters()).device
-        self.lm = V1Generator(temperature, top_k, (guidance or {}).get("musiccoca", V1_GUIDANCE), seed)
+        self.lm = V1Generator(temperature, top_k, guidance or {}, seed)
         self.levels = LEVELS
         self.prefetch = prefetch
         # A control is read at a chunk's first frame and shapes the chunk after it (prefetch) or that chunk itself.
@@ -240,8 +243,15 @@ class ChunkStream:
         return self.set_context(codes.cpu())
 
     def prefill(self, cond_raw: np.ndarray, tokens: np.ndarray) -> None:
-        """Known frames as context: tokens are codec codes [T, 16] (v1 has no per-frame teacher forcing)."""
-        self.set_context(tokens)
+        """Known frames as context (v1 has no per-frame teacher forcing): tokens [T, 16] in the unique-id form the
+        session's prefill uses (6 + 1024 q + c, openmrt.tokens.to_unique)."""
+        t = torch.as_tensor(np.asarray(tokens)).long()
+        if t.dim() != 2 or t.shape[1] != LEVELS:
+            raise DataError(f"v1 prefill needs tokens of all {LEVELS} levels [frames, {LEVELS}], got {list(t.shape)}")
+        codes = t - tk.to_unique(torch.zeros_like(t))
+        if (codes < 0).any() or (codes >= tk.CODEBOOK_SIZE).any():
+            raise DataError("v1 prefill tokens are not unique ids of their levels (6 + 1024 q + c)")
+        self.set_context(codes)
 
     def describe(self) -> str:
         s = self.lm.sampling()
