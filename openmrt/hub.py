@@ -394,14 +394,26 @@ def verify_file(spec: BundleSpec, f: HubFile, path: Path, full: bool = False) ->
     return digest
 
 
-def _verify_t5x(path: Path) -> str:
-    """An extracted T5X checkpoint folder: its ``checkpoint`` file is found (a tar not yet extracted is named)."""
+def t5x_folder(path: Path) -> Path:
+    """The folder holding a T5X ``checkpoint`` file: ``path``, its ``checkpoint_*`` folder, or one level further down
+    (an archive that unpacks into a folder of its own). CheckpointError says what was looked for."""
     from openmrt.lm_v1.t5x import checkpoint_dir
 
+    try:
+        return checkpoint_dir(path)
+    except CheckpointError as first:
+        below = sorted({c.parent for c in path.glob("*/*/checkpoint") if c.is_file()}) if path.is_dir() else []
+        if len(below) == 1:
+            return below[0]
+        raise first from None
+
+
+def _verify_t5x(path: Path) -> str:
+    """An extracted T5X checkpoint folder: its ``checkpoint`` file is found (keys and shapes are checked on load)."""
     if not path.is_dir():
         raise HubError(f"{path} is not a folder: extract the T5X archive into it (tar -xf NAME.tar -C {path})")
     try:
-        return str(checkpoint_dir(path) / "checkpoint")
+        return str(t5x_folder(path) / "checkpoint")
     except CheckpointError as e:
         raise HubError(str(e)) from e
 

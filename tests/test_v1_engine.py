@@ -187,6 +187,13 @@ def test_v1_bad_checkpoints_give_clear_errors(home, tmp_path, capsys, monkeypatc
 
     with pytest.raises(CheckpointError, match="no T5X 'checkpoint' file"):
         v1_bundle_from_path(tmp_path)
+    # an archive that unpacks into a folder of its own is found one level further down
+    from openmrt.hub import t5x_folder
+
+    (tmp_path / "nested" / "inner").mkdir(parents=True)
+    (tmp_path / "nested" / "inner" / "checkpoint_1860000").symlink_to(home / "checkpoints" / ARCHIVE /
+                                                                      "checkpoint_1860000")
+    assert t5x_folder(tmp_path / "nested") == tmp_path / "nested" / "inner" / "checkpoint_1860000"
     tar = tmp_path / f"{ARCHIVE}.tar"
     tar.write_bytes(b"not extracted")
     with pytest.raises(CheckpointError, match="extract it first"):

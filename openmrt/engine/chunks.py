@@ -114,7 +114,7 @@ class ChunkStream:
 
     def __init__(self, bundle: Bundle, seed: int = DEFAULTS["seed"], temperature: float = V1Sampling().temperature,
                  top_k: int = V1Sampling().top_k, guidance: dict[str, float] | None = None,
-                 prefetch: bool = True, threads: int | None = None, **_ignored):
+                 prefetch: bool = True, threads: int | None = None):
         if not is_v1(bundle):
             raise ConfigError(f"{bundle.name} is not a v1 bundle: play it with FrameStream")
         if bundle.codec.config.num_quantizers < LEVELS:

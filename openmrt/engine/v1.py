@@ -19,7 +19,7 @@ from openmrt.codec.model import SpectroStream
 from openmrt.config import CODEC_PRESETS, CodecConfig
 from openmrt.engine.bundle import Bundle
 from openmrt.errors import CheckpointError
-from openmrt.lm_v1.t5x import checkpoint_dir, load_t5x
+from openmrt.lm_v1.t5x import load_t5x
 
 LEVELS = 16
 CODEC_PREFIX = "params/soundstream/"
@@ -63,7 +63,7 @@ def load_v1_codec(decoder: Path, quantizer: Path, encoder: Path | None = None) -
 def is_t5x(path: Path) -> bool:
     """A T5X checkpoint folder (or its ``checkpoint`` file, or a folder holding one ``checkpoint_*``)."""
     try:
-        checkpoint_dir(path)
+        hub.t5x_folder(path)
         return True
     except CheckpointError:
         return False
@@ -90,7 +90,7 @@ def v1_bundle_from_spec(spec: hub.BundleSpec, search: list[Path] | None = None) 
     paths = hub.verify(spec, search)
     ckpt = next(f for f in spec.files if f.kind == "t5x")
     codec = load_v1_codec(paths[DECODER_FILE], paths[QUANTIZER_FILE], paths.get(ENCODER_FILE))
-    return _bundle(paths[ckpt.path], codec, spec.name)
+    return _bundle(hub.t5x_folder(paths[ckpt.path]), codec, spec.name)
 
 
 def v1_bundle_from_path(path: Path) -> Bundle:
@@ -98,5 +98,5 @@ def v1_bundle_from_path(path: Path) -> Bundle:
     if path.is_file() and path.suffix == ".tar":
         raise CheckpointError(f"{path} is the T5X archive: extract it first (mkdir -p {path.with_suffix('')} && "
                               f"tar -xf {path} -C {path.with_suffix('')}) and pass the folder")
-    folder = checkpoint_dir(path)  # CheckpointError naming what is missing
+    folder = hub.t5x_folder(path)  # CheckpointError naming what is missing
     return _bundle(folder, load_v1_codec(*_codec_files(folder)), path.name)
