@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from lm_data import make_token_shards
@@ -144,3 +145,29 @@ def test_torchrun_fsdp_matches_ddp_and_resumes_without_it(data, tmp_path):
     assert float(a[6]["loss"]) < float(a[1]["loss"]) - 1  # it trains
     ea, eb = rows(ddp / "eval.csv"), rows(fsdp / "eval.csv")
     assert float(ea[6]["eval_loss"]) == pytest.approx(float(eb[6]["eval_loss"]), abs=1e-4)
+
+
+class _FakeStyle:
+    """A style model's text path: a fixed 12-token tuple per text."""
+
+    def tokens_for(self, prompts):
+        seed = sum(map(ord, prompts[0][0]))
+        return tuple(int(x) for x in np.random.default_rng(seed).integers(0, 1024, 12))
+
+
+def test_text_style_puts_each_crops_caption_tokens_in_the_style_channels(data):
+    """--text-style 1: every crop's 12 style tokens are its own caption's text tokens (the shards carry no audio
+    style tokens, so without it the style channels stay masked)."""
+    from openmrt import tokens as tk
+    from openmrt.train.lm import TokenData
+
+    pool = TokenData(data)
+    pool.add_text_tokens(_FakeStyle())
+    wanted = {tuple(ex["text_tokens"][0]) for ex in pool.examples}
+    assert len(wanted) == len(pool.examples)  # one caption each
+    style = lambda b: (b["cond"][..., tk.STYLE] - tk.COND_OFFSET).numpy()  # noqa: E731
+    with_text = style(TokenData.batch(pool.examples, np.random.default_rng(0), 6, 12, None, text_style=1.0))
+    for crop in with_text:
+        assert (crop == crop[0]).all() and tuple(crop[0]) in wanted
+    without = style(TokenData.batch(pool.examples, np.random.default_rng(0), 6, 12, None))
+    assert (without == tk.MASKED).all()

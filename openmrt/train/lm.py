@@ -62,16 +62,34 @@ class TokenData:
                 ex = shard.example(i)
                 if "tokens" not in ex:
                     raise DataError(f"{root / s['file']} has no tokens: run `openmrt data tokenize {root}` first")
-                self.examples.append({k: ex[k] for k in ("tokens", "style_tokens", "notes", "drums") if k in ex})
+                keep = {k: ex[k] for k in ("tokens", "style_tokens", "notes", "drums") if k in ex}
+                meta = ex.get("meta") or {}
+                keep["texts"] = [t for t in (meta.get("style"), meta.get("caption")) if t]  # for --text-style
+                self.examples.append(keep)
         if len(self.examples) <= holdout:
             raise DataError(f"{root}: {len(self.examples)} examples, need more than the {holdout} held out")
         self.heldout = self.examples[:holdout]
         self.train = self.examples[holdout:]
 
+    def add_text_tokens(self, style) -> None:
+        """Style tokens of each example's style name and caption through ``style``'s text path (what a text prompt
+        gives at play time), for ``batch(text_style=...)``."""
+        from openmrt.style.data import style_label
+
+        cache: dict[str, np.ndarray] = {}
+        for ex in self.examples:
+            texts = [style_label(ex["texts"][0]), *ex["texts"][1:]] if ex["texts"] else []
+            for t in texts:
+                if t not in cache:
+                    cache[t] = np.asarray(style.tokens_for([(t, 1.0)]), np.int64)
+            ex["text_tokens"] = [cache[t] for t in texts]
+
     @staticmethod
     def batch(pool: list[dict], rng: np.random.Generator, size: int, crop: int, aug: Augment | None,
-              random_cfg: bool = False) -> dict:
-        """``size`` crops of ``crop`` frames; ``random_cfg`` draws each example's guidance scales (CFG tokens)."""
+              random_cfg: bool = False, text_style: float = 0.0) -> dict:
+        """``size`` crops of ``crop`` frames; ``random_cfg`` draws each example's guidance scales (CFG tokens);
+        ``text_style``: the chance that a crop's style tokens are those of its style name or caption (text path)
+        instead of its own audio's."""
         lengths = np.array([len(e["tokens"]) for e in pool], dtype=np.float64)
         conds, toks, valid = [], [], []
         for i in rng.choice(len(pool), size=size, p=lengths / lengths.sum()):
@@ -88,6 +106,8 @@ class TokenData:
             style = np.full((crop, 12), tk.MASKED, np.int64)  # masked where the shards carry no style tokens
             if "style_tokens" in ex:
                 style[:m] = ex["style_tokens"][s : s + m]
+            if text_style > 0 and ex.get("text_tokens") and rng.random() < text_style:
+                style[:m] = ex["text_tokens"][int(rng.integers(len(ex["text_tokens"])))]
             cfg = sample_scales(rng) if random_cfg else None
             cond = augment(style, notes, drums, rng, aug, cfg) if aug else np.stack(
                 [tk.make_conditioning(style[t], notes[t], int(drums[t]), cfg) for t in range(crop)])
@@ -185,6 +205,10 @@ def train(args: argparse.Namespace) -> dict:
         teacher = load_any_lm(args.distill_from).eval().requires_grad_(False)
         teacher = shard(teacher, d.device, d.world) if args.fsdp else teacher.to(d.device)
     data = TokenData(args.data, holdout=args.holdout)
+    if args.text_style > 0:
+        from openmrt.style import load_style
+
+        data.add_text_tokens(load_style(args.style))
     aug = Augment() if not args.no_augment else None
     log, eval_log = CSVLog(out / "log.csv", enabled=d.main), CSVLog(out / "eval.csv", enabled=d.main)
     on_gpu = d.device.type == "cuda"
@@ -201,7 +225,8 @@ def train(args: argparse.Namespace) -> dict:
         per_level = torch.zeros(12)
         for micro in range(args.accum):
             rng = np.random.default_rng([args.seed, step, d.rank, micro])
-            batch = TokenData.batch(data.train, rng, args.batch, args.crop, aug, random_cfg=teacher is not None)
+            batch = TokenData.batch(data.train, rng, args.batch, args.crop, aug, random_cfg=teacher is not None,
+                                    text_style=args.text_style)
             with autocast:
                 if teacher is None:
                     losses = level_losses(wrapped, batch, d.device)
@@ -294,6 +319,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--holdout", type=int, default=2, help="examples kept out for evaluation")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--text-style", type=float, default=0.0, metavar="P",
+                   help="chance that a crop's style tokens come from its style name or caption through the style "
+                        "model's text path instead of its audio: per-piece audio tokens let a small LM memorise "
+                        "pieces, and text prompts land where it never trained (demo recipe: 0.5)")
+    p.add_argument("--style", default="demo", help="style model for --text-style: demo, musiccoca or a file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     p.add_argument("--fsdp", action="store_true", help="under torchrun: shard parameters, gradients and optimizer "
