@@ -253,15 +253,16 @@ def train_lm(args, out: Path, data: Path, device: str, minutes: float) -> dict:
     run = Path(tempfile.mkdtemp(prefix="lm_run_"))  # last.pt (optimizer state) stays out of $OUT: too big
     if args.dry_run:
         sched = ["--preset", "tiny", "--steps", "4", "--batch", "2", "--crop", "16", "--warmup", "1",
-                 "--log-every", "1", "--eval-every", "2", "--holdout", "1", "--max-minutes", "1"]
+                 "--log-every", "1", "--eval-every", "2", "--holdout", "1", "--max-minutes", "1", "--text-style", "0.5"]
         if not (data / "index.json").is_file():
             data = _tiny_lm_data(run / "data")
     else:
         # The trainer's augmentations stay on (token dropout, region, onset and pitch masking: they also teach the
-        # masked conditioning guidance contrasts with); CFG tokens carry the default scales, as without a teacher.
+        # masked conditioning guidance contrasts with); CFG tokens carry the default scales, as without a teacher;
+        # half the crops take their style tokens from the piece's name or caption (the shipped style model's text path).
         sched = ["--preset", "demo", "--steps", str(args.lm_steps), "--batch", str(args.lm_batch), "--crop",
                  str(args.lm_crop), "--lr", str(args.lm_lr), "--warmup", "100", "--log-every", "50",
-                 "--eval-every", "500", "--holdout", "2", "--max-minutes", f"{minutes:.3f}"]
+                 "--eval-every", "500", "--holdout", "2", "--max-minutes", f"{minutes:.3f}", "--text-style", "0.5"]
     p = argparse.ArgumentParser()
     add_arguments(p)
     targs = p.parse_args(["--data", str(data), "--out", str(run), "--device", device, "--time-schedule",
