@@ -81,3 +81,15 @@ def test_fast_decoder_as_the_codec_stage(bundle):
     fast.close()
     # Float rounding of the packed kernels can move an int16 step at a rounding boundary.
     assert np.abs(a - b).max() <= 2 / 32768
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_warm_up_leaves_the_stream_exactly_where_it_was(bundle, pipeline):
+    """The engine warms a stream up before the live clock starts: the frames after it are the same as without."""
+    n = 6 * FRAME
+    a, toks_a = render(FrameStream(bundle, seed=4, pipeline=pipeline), n, lambda t: COND)
+    warm = FrameStream(bundle, seed=4, pipeline=pipeline)
+    warm.warm_up()
+    b, toks_b = render(warm, n, lambda t: COND)
+    np.testing.assert_array_equal(toks_a, toks_b)
+    np.testing.assert_array_equal(a, b)

@@ -126,6 +126,7 @@ class Session:
         self._requests: deque[Callable[[], None]] = deque()
         self._running = threading.Event()
         self._thread: threading.Thread | None = None
+        self._warm = False  # the stream ran its warm-up frames (start)
         self._fade = False  # fade the next audible frame in (after a reset, a prefill or a load)
         self._gate = MidiGate()
         self._frames = 0
@@ -236,6 +237,9 @@ class Session:
             return
         if self.threads:
             torch.set_num_threads(self.threads)
+        if not self._warm and hasattr(self.stream, "warm_up"):  # once, before the clock (a v1 chunk is too long)
+            self.stream.warm_up()
+            self._warm = True
         self._prime()
         self._running.set()
         self._thread = threading.Thread(target=self._loop, name="openmrt-frames", daemon=True)
