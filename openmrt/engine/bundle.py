@@ -134,7 +134,7 @@ def load_bundle(spec: str, seed: int = 0, device: str | torch.device | None = No
 def choose_speed(bundle: Bundle, dtype: str | torch.dtype | None = "auto") -> Speed:
     """The frame setting for ``--dtype`` on the bundle's device: ``auto`` is the fastest measured one
     (docs/benchmarks.md); ``float32``/``bfloat16`` keep the LM exact; ``int8`` asks for int8 on the CPU.
-    The CPU pipelines LM and codec when two cores are free."""
+    The CPU pipelines LM and codec whenever the process may use two cores."""
     from openmrt.codec.fast import bf16_supported
 
     if not isinstance(bundle.lm, Depthformer):

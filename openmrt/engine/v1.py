@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from openmrt import hub
-from openmrt.codec.convert import ENCODER_PREFIX, convert_official, load_official_state, read_official_file
+from openmrt.codec.convert import convert_official, load_official, load_official_state, read_official_file
 from openmrt.codec.model import SpectroStream
 from openmrt.config import CODEC_PRESETS, CodecConfig
 from openmrt.engine.bundle import Bundle
@@ -52,11 +52,7 @@ def load_v1_codec(decoder: Path, quantizer: Path, encoder: Path | None = None) -
     flat = read_official_file(decoder, (CODEC_PREFIX,)) | read_official_file(quantizer, (CODEC_PREFIX,))
     codec = SpectroStream(codec_config_for(flat, decoder.parent))
     load_official_state(codec, flat, ("decoder", "quantizer"))
-    if encoder is not None:
-        enc = read_official_file(encoder, (ENCODER_PREFIX,))
-        if not enc:
-            raise CheckpointError(f"{encoder} has no {ENCODER_PREFIX} tensors (not the SpectroStream encoder?)")
-        load_official_state(codec, enc, ("encoder",))
+    load_official(codec, encoder_file=encoder)  # the encoder, as for MRT2 (nothing when None)
     return codec.eval()
 
 

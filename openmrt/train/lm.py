@@ -35,6 +35,7 @@ from openmrt.errors import ConfigError, DataError
 from openmrt.lm.checkpoint import init_weights, load_any_lm, save_lm
 from openmrt.lm.lora import apply_lora, lora_state_dict, merge_lora
 from openmrt.lm.model import Depthformer
+from openmrt.style.data import style_label
 from openmrt.train.common import (
     CSVLog,
     budget_lr,
@@ -63,8 +64,9 @@ class TokenData:
                 if "tokens" not in ex:
                     raise DataError(f"{root / s['file']} has no tokens: run `openmrt data tokenize {root}` first")
                 keep = {k: ex[k] for k in ("tokens", "style_tokens", "notes", "drums") if k in ex}
-                meta = ex.get("meta") or {}
-                keep["texts"] = [t for t in (meta.get("style"), meta.get("caption")) if t]  # for --text-style
+                meta = ex.get("meta") or {}  # style name (as a prompt would say it) and caption, for --text-style
+                name = style_label(meta["style"]) if meta.get("style") else None
+                keep["texts"] = [t for t in (name, meta.get("caption")) if t]
                 self.examples.append(keep)
         if len(self.examples) <= holdout:
             raise DataError(f"{root}: {len(self.examples)} examples, need more than the {holdout} held out")
@@ -74,15 +76,12 @@ class TokenData:
     def add_text_tokens(self, style) -> None:
         """Style tokens of each example's style name and caption through ``style``'s text path (what a text prompt
         gives at play time), for ``batch(text_style=...)``."""
-        from openmrt.style.data import style_label
-
         cache: dict[str, np.ndarray] = {}
         for ex in self.examples:
-            texts = [style_label(ex["texts"][0]), *ex["texts"][1:]] if ex["texts"] else []
-            for t in texts:
+            for t in ex["texts"]:
                 if t not in cache:
                     cache[t] = np.asarray(style.tokens_for([(t, 1.0)]), np.int64)
-            ex["text_tokens"] = [cache[t] for t in texts]
+            ex["text_tokens"] = [cache[t] for t in ex["texts"]]
 
     @staticmethod
     def batch(pool: list[dict], rng: np.random.Generator, size: int, crop: int, aug: Augment | None,
