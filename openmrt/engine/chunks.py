@@ -203,6 +203,9 @@ class ChunkStream:
         self.frames_out += 1
         return self._audio[p * FRAME_SAMPLES:(p + 1) * FRAME_SAMPLES], self._codes[p]
 
+    def warm_up(self) -> None:
+        """Nothing: a chunk takes seconds to make, and the first one is generated before any sound anyway."""
+
     def _drain(self) -> None:
         if self._pending is not None:  # the worker keeps one decode state: never start another chunk beside it
             wait([self._pending])  # its result (or error) is dropped with it

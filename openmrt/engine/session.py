@@ -237,7 +237,7 @@ class Session:
             return
         if self.threads:
             torch.set_num_threads(self.threads)
-        if not self._warm and hasattr(self.stream, "warm_up"):  # once, before the clock (a v1 chunk is too long)
+        if not self._warm:  # once, before the clock
             self.stream.warm_up()
             self._warm = True
         self._prime()
