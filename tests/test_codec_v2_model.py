@@ -28,6 +28,7 @@ TINY = dict(latent_dim=16, width=32, frame_width=16, groups=2)
 def test_streaming_equals_whole_sequence(decoder):
     torch.manual_seed(0)
     model = CodecV2(CodecV2Config(decoder=decoder, **TINY)).eval()
+    model.out_gain.copy_(0.3 * torch.randn(1081))  # the output EQ applies in both modes
     x = 0.1 * torch.randn(2, 5 * 1920, 2)
     with torch.no_grad():
         z = model.encode_latents(x)
@@ -43,6 +44,43 @@ def test_streaming_equals_whole_sequence(decoder):
         assert steps[0].abs().max() == 0  # step 0 finishes the padding's span only
         torch.testing.assert_close(torch.cat(steps[1:], 1), y, atol=1e-5, rtol=1e-4)
         assert {k: v.data_ptr() for k, v in dec.tensors().items()} == buffers  # fixed state, updated in place
+
+
+def test_output_gain_fit_brings_the_decoded_level_to_the_original(tmp_path):
+    """A decoder 0.5 nats too quiet everywhere (the L1 losses' bias, here the clips' true magnitudes scaled by
+    hand): fitting the output EQ brings the mel L1 back to the unbiased decoder's, and the file round trip keeps
+    the EQ; a file written before the EQ existed loads flat."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file, save_file
+
+    from openmrt.codec.v2 import grid_magnitudes, load_codec_v2, save_codec_v2
+    from openmrt.train.codec2 import fit_output_gain
+    from openmrt.weights import read_metadata
+
+    torch.manual_seed(0)
+    model = CodecV2(CodecV2Config(**TINY)).eval()
+    t = torch.arange(4 * 1920) / 48000
+    clips = [SimpleNamespace(audio=(0.2 * torch.sin(2 * torch.pi * f * t)[:, None].repeat(1, 2)
+                                    + 0.02 * torch.randn(len(t), 2)).numpy()) for f in (220.0, 660.0, 1500.0)]
+    true = grid_magnitudes(torch.from_numpy(np.stack([c.audio for c in clips])))[:, :, : 4 * 8]
+    scale = {"s": 1.0}
+    model.decode_magnitudes = lambda emb: {"mag": true * scale["s"]}  # one batch of 3 clips: the oracle decoder
+    unbiased = fit_output_gain(model, clips, iterations=0)[0]
+    fit_output_gain(model, clips, iterations=2)
+    own = model.out_gain.clone()  # what the phase head and synthesis themselves lose
+    model.out_gain.zero_()
+    scale["s"] = float(np.exp(-0.5))
+    history = fit_output_gain(model, clips, iterations=2)
+    assert history[0] > unbiased + 0.3
+    assert history[-1] < unbiased + 0.05
+    assert abs(float((model.out_gain - own)[20:500].mean()) - 0.5) < 0.05  # the 0.5 nats put back
+    save_codec_v2(model, tmp_path / "c.safetensors")
+    torch.testing.assert_close(load_codec_v2(tmp_path / "c.safetensors").out_gain, model.out_gain)
+    tensors = load_file(tmp_path / "c.safetensors")
+    del tensors["out_gain"]
+    save_file(tensors, tmp_path / "old.safetensors", metadata=read_metadata(tmp_path / "c.safetensors", "codec v2"))
+    assert load_codec_v2(tmp_path / "old.safetensors").out_gain.abs().max() == 0
 
 
 def test_harmonic_partials_are_window_lobes_at_k_f0():

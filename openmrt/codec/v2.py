@@ -154,6 +154,10 @@ class CodecV2(nn.Module):
         self.quantizer = ResidualVQ(c.num_quantizers, c.codebook_size, c.latent_dim)
         cls = HarmonicDecoder if c.decoder == "harmonic" else PlainDecoder
         self.decoder = cls(c.latent_dim, c.width, c.frame_width, groups=c.groups)
+        # Output EQ: natural-log gain per grid bin on the magnitudes the inverse STFT receives (after the phase
+        # head, which thus sees the decoder's own magnitudes). Fitted after training on training clips
+        # (openmrt.train.codec2.fit_output_gain): the L1-type losses leave the decoder ~0.35 nats too quiet.
+        self.register_buffer("out_gain", torch.zeros(WIN // 2 + 1))
         self.tol = DEFAULT_TOL
 
     # ---------------------------------------------------------------------------------- whole sequence
@@ -174,7 +178,11 @@ class CodecV2(nn.Module):
     def magnitudes_to_audio(self, mag: torch.Tensor) -> torch.Tensor:
         """Decoder magnitudes [B, 2, 8K, 1081] -> audio [B, (K − 1)·1920, 2] (phase head + inverse STFT)."""
         phase = rtpghi(mag.mean(1), self.tol).to(mag.device, mag.dtype)
-        return synthesis(torch.polar(mag * MAG_SCALE, phase[:, None].expand_as(mag)))
+        return synthesis(self._spectrum(mag, phase))
+
+    def _spectrum(self, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """Magnitudes [B, 2, F, 1081] and the shared phase [B, F, 1081] -> the complex frames to invert."""
+        return torch.polar(mag * (MAG_SCALE * self.out_gain.exp()), phase[:, None].expand_as(mag))
 
     def decode_latents(self, emb: torch.Tensor) -> torch.Tensor:
         return self.magnitudes_to_audio(self.decode_magnitudes(emb)["mag"])
@@ -213,7 +221,7 @@ class CodecV2(nn.Module):
         """Embedding of code frame k [B, D] -> audio of frame k − 1 [B, 1920, 2] (step 0: zeros)."""
         mag = self.decoder.step(emb[:, None], state.decoder)["mag"]  # [B, 2, 8, 1081]
         phase = rtpghi_step(mag.mean(1), state.phase, self.tol).to(mag.device, mag.dtype)
-        out = synthesis_step(torch.polar(mag * MAG_SCALE, phase[:, None].expand_as(mag)), state.synth)
+        out = synthesis_step(self._spectrum(mag, phase), state.synth)
         out = out * (state.steps >= self.decoder_latency_frames).to(out.dtype)
         state.steps.add_(1).clamp_(max=self.decoder_latency_frames)
         return out
@@ -254,6 +262,7 @@ def load_codec_v2(path: str | Path, device=None) -> CodecV2:
     if _kind(meta) != FORMAT:
         raise CheckpointError(f"{path} is not a codec v2 file (kind {_kind(meta)!r})")
     cfg = CodecV2Config.from_json(config_json(meta, path, "codec v2"))
+    tensors.setdefault("out_gain", torch.zeros(WIN // 2 + 1))  # files from before the output EQ: flat
     check_shapes(lambda: CodecV2(cfg), tensors, path, "codec v2")  # e.g. a file of an earlier design
     model = CodecV2(cfg)
     model.load_state_dict({k: v.float() for k, v in tensors.items()})

@@ -1,4 +1,4 @@
-"""``openmrt data``: compose, ingest, tokenize, show (style tokens: ``openmrt style tokens``)."""
+"""``openmrt data``: compose, ingest, drumless, tokenize, show (style tokens: ``openmrt style tokens``)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def register(sub) -> None:
     p.add_argument("--levels", type=int, default=12)
     add_device_args(p)
     p.set_defaults(func=_tokenize)
+
+    p = cmds.add_parser("drumless", help="drumless twins of composed examples (mix minus drum stem, drums flag 0)")
+    p.add_argument("folder", help="a composed shard folder (it keeps the drum stems)")
+    p.add_argument("-o", "--out", required=True, help="shard folder for the twins (then tokenize it)")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N examples (a trainer's --holdout)")
+    p.set_defaults(func=_drumless)
 
     p = cmds.add_parser("show", help="PNG of one example: spectrogram, piano roll, drum flag")
     p.add_argument("shard", help="a shard_NNNNN.npz file")
@@ -86,6 +92,16 @@ def _tokenize(args: argparse.Namespace) -> int:
     model = load_codec(args.codec, resolve_device(args.device), args.encoder, need_encoder=True)
     stats = tokenize_folder(args.folder, model, args.levels, Path(args.codec or "demo").name)
     print(f"tokenized {stats['tokenized']} shard(s); {stats['already']} had tokens already")
+    return 0
+
+
+def _drumless(args: argparse.Namespace) -> int:
+    from openmrt.data.drumless import drumless_folder
+
+    stats = drumless_folder(args.folder, args.out, args.skip)
+    print(f"wrote {stats['shards']} shard(s), {stats['twins']} drumless twin(s); {args.out} now holds "
+          f"{stats['index']['examples']} examples, {stats['index']['seconds'] / 3600:.3f} h. "
+          f"Next: openmrt data tokenize {args.out} --codec ..., openmrt style tokens {args.out} ...")
     return 0
 
 

@@ -26,6 +26,13 @@ def _codec2(args: argparse.Namespace) -> int:
     return 0
 
 
+def _codec2_gain(args: argparse.Namespace) -> int:
+    from openmrt.train.codec2 import run_calibrate
+
+    run_calibrate(args)
+    return 0
+
+
 def _style(args: argparse.Namespace) -> int:
     from openmrt.train.style import train
 
@@ -55,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = t.add_parser("codec2", help="train the demo codec v2 (harmonic magnitudes + RTPGHI phase) on shards")
     codec2_args.add_arguments(p)
     p.set_defaults(func=_codec2)
+    p = t.add_parser("codec2-gain", help="fit a codec v2 file's output EQ on its training clips (after training)")
+    codec2_args.add_gain_arguments(p)
+    p.set_defaults(func=_codec2_gain)
     from openmrt.train import mapper as mapper_args
     from openmrt.train import style as style_args
 
