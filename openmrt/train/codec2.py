@@ -373,7 +373,7 @@ def run_calibrate(args: argparse.Namespace) -> dict:
     history = fit_output_gain(model, clips, args.iterations)
     meta = read_metadata(args.codec, "codec v2")
     extra = {k: v for k, v in meta.items() if k not in ("kind", "format", "config")}
-    extra["output_gain"] = json.dumps({"clips": len(clips), "data": [str(d) for d in args.data],
+    extra["output_gain"] = json.dumps({"clips": len(clips), "data": [Path(d).name for d in args.data],
                                        "mel_l1_train": [round(h, 4) for h in history]})
     with safe_open(str(args.codec), "pt") as f:
         half = any(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
