@@ -74,7 +74,7 @@ def test_bad_control_snapshots_never_stop_the_stream(bundle):
 
 
 def test_live_clock_runs_with_the_loaded_heap_frozen(bundle):
-    """A full garbage collection walks every object torch and the model made (138 ms measured): the session
+    """A full garbage collection walks every object torch and the model made (62–147 ms measured): the session
     collects once and freezes them before its clock starts, so none lands in the middle of a frame; stopping
     hands them back to the collector."""
     import gc

@@ -85,10 +85,11 @@ def freeze_heap() -> None:
     """Collect once, then move every object alive now out of the garbage collector's reach (``gc.freeze``).
 
     With torch and a model loaded the process holds ~380 k tracked objects, and a full (generation-2)
-    collection walks them all: 138 ms measured here, more than three frames. Python starts one on its own
-    whenever enough new objects have survived, which in a 10-minute soak came at random moments as bursts
-    of 50–80 ms frames. Frozen, the loaded models and modules are never walked again; what the frame loop
-    itself allocates is still collected, in well under a millisecond. Called before a live clock starts."""
+    collection walks them all: 62–147 ms measured here, up to three and a half frames. Loading and warming up
+    run four or five of them; the stream itself allocates few lasting objects (no full collection in a 4-minute
+    soak), but whatever a long session does accumulate (recorded metrics, messages) would eventually start one
+    at a random moment. Collected and frozen first, the loaded models and modules are never walked again. Called
+    before a live clock starts."""
     gc.collect()
     gc.freeze()
 
