@@ -60,7 +60,8 @@ def roundtrip_file(model, audio: np.ndarray, levels: int = 12, midi: str | Path 
     return out, m
 
 
-def spectrogram_png(original: np.ndarray, decoded: np.ndarray, path: str | Path, title: str = "") -> Path:
+def spectrogram_png(original: np.ndarray, decoded: np.ndarray, path: str | Path, title: str = "",
+                    names: tuple[str, str] = ("original", "decoded")) -> Path:
     """Log-mel spectrograms (mono mix, 128 bands, 10 ms hop) of original over decoded audio [N, 2]."""
     import matplotlib
 
@@ -72,7 +73,7 @@ def spectrogram_png(original: np.ndarray, decoded: np.ndarray, path: str | Path,
              for a in (original, decoded)]
     lo, hi = max(min(s.min() for s in specs), max(s.max() for s in specs) - 12.0), max(s.max() for s in specs)
     fig, axes = plt.subplots(2, 1, figsize=(12, 6), sharex=True, constrained_layout=True)
-    for ax, s, name in zip(axes, specs, ("original", "decoded"), strict=True):
+    for ax, s, name in zip(axes, specs, names, strict=True):
         im = ax.imshow(s, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",
                        extent=(0, s.shape[1] * 0.01, 0, s.shape[0]))
         ax.set_ylabel("mel band")
