@@ -19,7 +19,6 @@ again next frame; a row that decodes to NaN is silenced alone and its codec rows
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import threading
 import time
@@ -38,7 +37,7 @@ from openmrt.engine.bundle import Bundle
 from openmrt.engine.frames import _decoder, _packed
 from openmrt.engine.players import Players
 from openmrt.engine.ring import RingBuffer
-from openmrt.engine.session import BUFFER_PRESETS, FrameInput, FrameMetrics, SessionStats, check_input, freeze_heap
+from openmrt.engine.session import BUFFER_PRESETS, FrameInput, FrameMetrics, SessionStats, check_input
 from openmrt.errors import ControlError
 from openmrt.frame import FRAME_MS, FRAME_SAMPLES
 from openmrt.lm.generate import check_cond
@@ -377,7 +376,6 @@ class LivePlayers:
 
     def start(self) -> LivePlayers:
         if self._thread is None:
-            freeze_heap()
             self._running.set()
             self._thread = threading.Thread(target=self._loop, name="openmrt-players", daemon=True)
             self._thread.start()
@@ -388,7 +386,6 @@ class LivePlayers:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-            gc.unfreeze()
         self.flush()
         if self._worker is not None:
             self._worker.shutdown(wait=True)

@@ -14,7 +14,6 @@ callback drains (shared/spec/live_engine_and_controls.md §4).
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -79,19 +78,6 @@ class FrameMetrics:
     t_snapshot: float  # perf_counter() when the controls were read
     t_written: float  # perf_counter() when the audio entered the buffer
     start_sample: int  # position of the frame's first sample in the output stream
-
-
-def freeze_heap() -> None:
-    """Collect once, then move every object alive now out of the garbage collector's reach (``gc.freeze``).
-
-    With torch and a model loaded the process holds ~380 k tracked objects, and a full (generation-2)
-    collection walks them all: 62–147 ms measured here, up to three and a half frames. Loading and warming up
-    run four or five of them; the stream itself allocates few lasting objects (no full collection in a 4-minute
-    soak), but whatever a long session does accumulate (recorded metrics, messages) would eventually start one
-    at a random moment. Collected and frozen first, the loaded models and modules are never walked again. Called
-    before a live clock starts."""
-    gc.collect()
-    gc.freeze()
 
 
 @dataclass
@@ -254,7 +240,6 @@ class Session:
         if not self._warm:  # once, before the clock
             self.stream.warm_up()
             self._warm = True
-        freeze_heap()
         self._prime()
         self._running.set()
         self._thread = threading.Thread(target=self._loop, name="openmrt-frames", daemon=True)
@@ -265,7 +250,6 @@ class Session:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-            gc.unfreeze()  # what the stream held may now be collected, cycles included
 
     def pause(self, reason: str) -> None:
         """Stop making frames (the sound card went away), keeping the stream's state; reported once."""
