@@ -20,6 +20,15 @@ from openmrt.errors import ConfigError
 from openmrt.io.midi import BACKENDS, find_backend
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child before exec: SIGINT handled by default and not blocked, as under a shell in a terminal. A child
+    inherits its parent's signal dispositions, and libraries loaded into the test process by earlier tests may
+    leave SIGINT ignored there; a Python started with SIGINT ignored keeps ignoring it, so Ctrl-C (the test's
+    SIGINT) would never reach ``openmrt play``."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def test_play_midi_finds_jack_and_receives_a_note(jack_server, tmp_path):
     import mido
 
@@ -29,7 +38,8 @@ def test_play_midi_finds_jack_and_receives_a_note(jack_server, tmp_path):
         args += ["--midi-backend", "jack"]
     log = tmp_path / "play.log"
     with open(log, "w") as out:
-        play = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        play = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         be = mido.Backend(BACKENDS["jack"], load=True)
         port, deadline = None, time.monotonic() + 90  # imports and model set-up take a while on a busy machine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import threading
 import time
@@ -288,6 +289,9 @@ def cmd_play(args: argparse.Namespace) -> int:
             _stderr("openmrt: type h + Enter for keys (s save, l load, r reset, q quit) or an OSC address, e.g. "
                     "`/temperature 1.1`")
         watch = DropWatch(args.buffer)
+        # Ctrl-C must reach this thread: audio and MIDI libraries may start their threads with signals blocked
+        # and leave the caller's mask so; a SIGINT blocked everywhere would never stop play.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
         try:
             t_end = time.monotonic() + args.seconds if args.seconds else None
             while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
