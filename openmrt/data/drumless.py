@@ -57,7 +57,7 @@ def drumless_shard(src: dict[str, np.ndarray], skip: int = 0) -> dict[str, np.nd
         mix = src["audio"][:, s0:s1].astype(np.int32) - src["drum_audio"][:, s0:s1].astype(np.int32)
         audio.append(np.clip(mix, -32768, 32767).astype(np.int16))
         notes.append(src["notes"][f0:f1])
-        examples.append({**meta["examples"][i], "variant": "drumless", "drums_removed": True})
+        examples.append({**meta["examples"][i], "variant": "drumless"})
         if midi_offsets is not None:
             midi.append(_strip_drum_tracks(src["midi"][midi_offsets[i]:midi_offsets[i + 1]].tobytes()))
     if not examples:
