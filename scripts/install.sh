@@ -16,6 +16,8 @@ if command -v apt-get >/dev/null; then
   # OPENMRT_ALL_SOUNDFONTS=1 bash scripts/install.sh.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
     fluidsynth fluid-soundfont-gm timgm6mb-soundfont libsndfile1 >/dev/null
+  # The compiled LM frame step (openmrt/lm/compiled.py): TorchInductor builds C++ against Python's headers.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq g++ python3-dev >/dev/null
   # Live audio: PortAudio, and JACK (its dummy driver is the real-time sink on machines with no sound card).
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libportaudio2 jackd2 >/dev/null
   # The browser tests of `openmrt serve`: Debian's Chromium, driven by Playwright (pip, dev extras) through

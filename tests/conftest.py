@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# The compiled LM step costs ~1 min of compiling per process: tests (and the commands they start) stay eager;
+# tests/test_lm_compiled.py switches it on for itself.
+os.environ["OPENMRT_COMPILE"] = "0"
+
 SHARED = Path(os.environ.get("OPENMRT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 

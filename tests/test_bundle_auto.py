@@ -123,8 +123,9 @@ def test_models_list_shows_what_plays(capsys):
 
 
 def test_speed_follows_dtype_model_width_and_cores(monkeypatch):
-    """--dtype auto on a CPU: int8 LM + reduced-precision codec only for full-size models, exact float32
-    otherwise; float32 is exact everywhere; the pipeline needs two cores (busy or not)."""
+    """--dtype auto on a CPU: int8 LM + reduced-precision codec only for full-size models, float32 otherwise
+    (compiled where a compiler is found); float32 is exact everywhere; the pipeline needs two cores (busy or
+    not) and an uncompiled LM."""
     import dataclasses
 
     import openmrt.codec.fast as fast
@@ -138,6 +139,14 @@ def test_speed_follows_dtype_model_width_and_cores(monkeypatch):
     assert choose_speed(b, None) == Speed("eager", "f32", True)
     assert choose_speed(b, "float32") == Speed("eager", "f32", True)
     assert choose_speed(b, "int8") == Speed("int8", "int8", True)
+    # Where the LM step compiles, auto compiles it and runs the codec after it: a compiled frame holds the
+    # interpreter lock, so a codec thread beside it would only wait.
+    import openmrt.lm.generate as gmod
+
+    monkeypatch.setattr(gmod, "compile_available", lambda: (True, ""))
+    assert choose_speed(b, "auto") == Speed("compiled", "f32", False)
+    assert choose_speed(b, "float32") == Speed("eager", "f32", True)
+    monkeypatch.setattr(gmod, "compile_available", lambda: (False, "no C++ compiler"))
     monkeypatch.setattr(bmod, "cpu_cores", lambda: 1)
     assert not choose_speed(b, "auto").pipeline
     cfg = b.lm.cfg

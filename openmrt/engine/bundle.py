@@ -35,8 +35,9 @@ RANDOM_DECODER_RMS = 0.1
 class Speed:
     """How a bundle's frames run (docs/benchmarks.md has what each costs and changes).
 
-    lm: "eager" (exact), "int8" (CPU: int8 weights, >= 95 % greedy agreement on mrt2_small) or "graphs"
-        (CUDA graphs of the whole frame step); see openmrt.lm.generate.
+    lm: "eager" (exact), "int8" (CPU: int8 weights, >= 95 % greedy agreement on mrt2_small), "compiled" (CPU:
+        the eager step compiled by TorchInductor before the first frame) or "graphs" (CUDA graphs of the whole
+        frame step); see openmrt.lm.generate.
     codec: "reference" (SpectroStream.decode_step), or openmrt.codec.fast's CPU decoder: "f32" (equal to
         the reference to float rounding), "bf16" (38 dB SNR) or "int8" (30 dB SNR).
     pipeline: the codec decode on its own thread, overlapping the next frame's LM (+1 frame of latency).
@@ -158,8 +159,10 @@ def choose_speed(bundle: Bundle, dtype: str | torch.dtype | None = "auto") -> Sp
         codec = "reference"  # the demo codec v2: its decode_step is its fast path (numba phase head)
     # Pipeline whenever two cores exist: each stage runs one thread, so a busy neighbour only slows it in
     # proportion (no spinning collapse), and the 1-minute load average (our own warm-up included) is no
-    # reason to give up the second core: it once cost a 10-minute soak 19 drops.
-    return Speed(lm=lm, codec=codec, pipeline=cpu_cores() >= 2)
+    # reason to give up the second core: it once cost a 10-minute soak 19 drops. Except beside a compiled LM:
+    # its generated code holds the interpreter lock through the whole frame, so a codec thread beside it only
+    # waits (demo: LM 9.3 -> 18.6 ms a frame); sequential is faster and one frame earlier.
+    return Speed(lm=lm, codec=codec, pipeline=cpu_cores() >= 2 and lm != "compiled")
 
 
 def _load(spec: str, seed: int) -> Bundle:

@@ -21,6 +21,7 @@ e.g. ``openmrt.codec.fast.prepare_decoder(bundle.codec, "bf16")``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -83,16 +84,18 @@ class FrameStream:
                  pipeline: bool | None = None, threads: int | None = None, decoder=None, speed: Speed | None = None):
         self.bundle = bundle
         self.speed = speed = speed or bundle.speed
+        self.threads = threads or stage_threads()
+        torch.set_num_threads(self.threads)  # the stepping thread's budget (a compiled LM specialises on it)
         self.lm = make_generator(bundle.lm, speed.lm, guidance=guidance, temperature=temperature, top_k=top_k,
                                  seed=seed, packed=_packed(bundle, speed.lm))
+        if speed.lm == "compiled" and not self.lm.compiled:  # it said why; describe what actually runs
+            self.speed = speed = dataclasses.replace(speed, lm="eager")
         self.codec = decoder if decoder is not None else _decoder(bundle, speed.codec)
         self.device = next(bundle.codec.parameters()).device
         self.codec_state = self.codec.init_decode_state(1, self.device)
         self.levels = bundle.lm.cfg.num_levels
         self.pipeline = speed.pipeline if pipeline is None else bool(pipeline)
-        self.threads = threads or stage_threads()
         self.latency_frames = bundle.codec.decoder_latency_frames + int(self.pipeline)
-        torch.set_num_threads(self.threads)  # this (the stepping) thread's budget; the worker sets its own
         self._worker = None
         if self.pipeline:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="openmrt-codec",

@@ -14,6 +14,7 @@ callback drains (shared/spec/live_engine_and_controls.md §4).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -282,7 +283,10 @@ class Session:
             if self._pending_guidance is not None:  # new LM rows: a fresh stream (its state no longer fits)
                 self.guidance, self._pending_guidance = self._pending_guidance, None
                 self.stream.close()
-                self.stream = open_stream(self.bundle, seed=self.seed, guidance=self.guidance or None)
+                speed = {}
+                if self.bundle.speed.lm == "compiled":  # compiling here would stop the stream for seconds
+                    speed["speed"] = dataclasses.replace(self.bundle.speed, lm="eager")
+                self.stream = open_stream(self.bundle, seed=self.seed, guidance=self.guidance or None, **speed)
                 self._reset_target = None
             seed = self.seed + self.seed_rotation
             self.stream.reset(seed)

@@ -72,7 +72,8 @@ def soak(bundle: Bundle, seconds: float, buffer_samples: int = 2048, hog: bool =
     per = max(1, FRAME_SAMPLES // block)
     lows = np.array(fills[: len(fills) // per * per]).reshape(-1, per).min(axis=1) if len(fills) >= per else []
     return {
-        "model": bundle.name, "seconds": seconds, "wall_seconds": round(wall, 2), "buffer": buffer_samples,
+        "model": bundle.name, "speed": getattr(session.stream, "speed", bundle.speed).describe(),
+        "seconds": seconds, "wall_seconds": round(wall, 2), "buffer": buffer_samples,
         "hog": hog, "frames": st.frames, "dropped_frames": st.dropped_frames,
         "underrun_events": st.underrun_events,
         "p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3),

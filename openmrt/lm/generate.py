@@ -14,6 +14,9 @@ Settings (``SETTINGS``; the model is used on its own device and dtype, so move t
 * ``"graphs"``: the same code with the whole frame (temporal step + 12-level depth loop with
   sampling) captured as one CUDA graph and replayed per frame: the same tokens as "eager" on the
   same device and dtype (``graphs.graph_vs_eager`` checks it). CUDA only; on the CPU a ConfigError.
+* ``"compiled"``: the "eager" step compiled once by TorchInductor (CPU; ``openmrt.lm.compiled``):
+  the same tokens as "eager" on the demo LM at about half its frame time, after a compile before the
+  first frame (~10 s cached, ~80 s the first time); eager where no C++ compiler is found.
 * ``"int8"``: int8 weights for the temporal and depth transformers and the 12 logit heads (CPU,
   float32 model): an approximation, 95 % greedy agreement with the float golden on mrt2_small
   (benchmarks/lm_int8_agreement.py).
@@ -35,12 +38,14 @@ on the batch around it, and the same seed replays the same stream on any batch s
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import torch
 
 from openmrt import tokens as tk
 from openmrt.errors import CheckpointError, ConfigError, ControlError
+from openmrt.lm.compiled import CompiledStep, compile_available
 from openmrt.lm.graphs import StepGraph, require_cuda
 from openmrt.lm.model import Depthformer
 from openmrt.lm.packed import PackedLM, pack
@@ -48,7 +53,7 @@ from openmrt.lm.step import FrameStep, GenState, negative_rows
 from openmrt.streaming import load_tensors, save_tensors
 
 GUIDANCE_KEYS = ("musiccoca", "notes")  # sorted key order = official row order
-SETTINGS = ("eager", "int8", "graphs")
+SETTINGS = ("eager", "int8", "graphs", "compiled")
 
 
 def check_temperature(t: float) -> float:
@@ -102,6 +107,8 @@ class LMGenerator:
         seed: seeds the noise; stream i uses seed + i.
         int8: int8 weights (CPU, float32 model).
         cuda_graph: capture the frame as a CUDA graph (ConfigError unless the model is on CUDA).
+        compiled: compile the frame step with TorchInductor (CPU; ConfigError elsewhere). Where it cannot
+            (no C++ compiler, ``OPENMRT_COMPILE=0``, a compile error) the generator says why and stays eager.
         packed: inference weights to share between generators of one model (``packed.pack``).
     """
 
@@ -116,6 +123,7 @@ class LMGenerator:
         *,
         int8: bool = False,
         cuda_graph: bool = False,
+        compiled: bool = False,
         packed: PackedLM | None = None,
     ):
         self.model = model
@@ -123,6 +131,8 @@ class LMGenerator:
         self.device, self.dtype = p.device, p.dtype
         if cuda_graph:
             require_cuda(self.device)
+        if compiled and self.device.type != "cpu":
+            raise ConfigError(f"the compiled setting is for the CPU, the model is on {self.device}: use graphs")
         if guidance and set(guidance) - set(GUIDANCE_KEYS):
             raise ConfigError(f"guidance keys must be among {GUIDANCE_KEYS}, got {sorted(guidance)}")
         self.batch_size = batch_size
@@ -135,10 +145,28 @@ class LMGenerator:
         self.temperature, self.top_k = temperature, top_k
         self.seed = seed
         self.set_seeds(seed)
-        self._graph = None
+        self._graph = self._compiled = None
         if cuda_graph:
             with torch.inference_mode():
                 self._graph = StepGraph(self.core, batch_size)
+        if compiled:
+            self._compiled = self._compile()
+
+    def _compile(self) -> CompiledStep | None:
+        ok, why = compile_available()
+        if ok:
+            try:
+                with torch.inference_mode():
+                    return CompiledStep(self.core, self.batch_size)
+            except Exception as e:  # inductor raises many types; eager is always a working fallback
+                why = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        print(f"openmrt: the LM frame step stays eager (not compiled: {why})", file=sys.stderr)
+        return None
+
+    @property
+    def compiled(self) -> bool:
+        """Whether frames run through the compiled step."""
+        return self._compiled is not None
 
     @property
     def state(self) -> GenState:
@@ -222,6 +250,8 @@ class LMGenerator:
             core.forced.copy_(forced, non_blocking=True)
         if self._graph is not None and gumbel is None and trace is None:
             self._graph.replay()
+        elif self._compiled is not None and gumbel is None and trace is None and forced is None:
+            self._compiled.replay()
         else:
             g = None if gumbel is None else gumbel.to(self.device, torch.float32)
             core.run(b, g, trace, skip_depth=forced is not None and trace is None and self._graph is None)
@@ -254,18 +284,23 @@ FULL_WIDTH_LM = 512  # below this int8 does not pay on the CPU (demo 0.95x, tiny
 
 def best_setting(device: torch.device | str, model: Depthformer | None = None) -> str:
     """openmrt's fastest LM setting on a device: CUDA graphs on a GPU; on the CPU int8, except for
-    models narrower than demo (tiny, width 128: int8 took 1.17x the float32 frame time there; demo
-    0.95x, mrt2_small 0.46x; 1 thread, paired frames, benchmarks/results/lm_step_before_after.json)."""
+    models narrower than 512 (int8 took 1.17x the float32 frame time on tiny, 0.95x on demo, 0.46x on
+    mrt2_small; benchmarks/results/lm_step_before_after.json): those run compiled (demo 9.3 ms
+    against 16 eager, tiny 2.2 against 8.2; benchmarks/results/lm_step_compiled.json), or eager where no
+    compiler is found."""
     if torch.device(device).type == "cuda":
         return "graphs"
-    return "eager" if model is not None and model.cfg.temporal.dim < FULL_WIDTH_LM else "int8"
+    if model is not None and model.cfg.temporal.dim < FULL_WIDTH_LM:
+        return "compiled" if compile_available()[0] else "eager"
+    return "int8"
 
 
 def make_generator(model: Depthformer, setting: str = "eager", **kwargs) -> LMGenerator:
     """An ``LMGenerator`` for ``setting`` in ``SETTINGS`` ("eager", "int8" on the CPU, "graphs" on CUDA)."""
     if setting not in SETTINGS:
         raise ConfigError(f"unknown generator setting {setting!r}; choose one of {SETTINGS}")
-    return LMGenerator(model, int8=setting == "int8", cuda_graph=setting == "graphs", **kwargs)
+    return LMGenerator(model, int8=setting == "int8", cuda_graph=setting == "graphs", compiled=setting == "compiled",
+                       **kwargs)
 
 
 __all__ = ["LMGenerator", "GenState", "SETTINGS", "best_setting", "make_generator", "negative_rows"]
