@@ -146,6 +146,7 @@ def test_speed_follows_dtype_model_width_and_cores(monkeypatch):
     monkeypatch.setattr(gmod, "compile_available", lambda: (True, ""))
     assert choose_speed(b, "auto") == Speed("compiled", "f32", False)
     assert choose_speed(b, "float32") == Speed("eager", "f32", True)
+    assert choose_speed(b, "auto").uncompiled() == Speed("eager", "f32", False)  # offline renders, restarts
     monkeypatch.setattr(gmod, "compile_available", lambda: (False, "no C++ compiler"))
     monkeypatch.setattr(bmod, "cpu_cores", lambda: 1)
     assert not choose_speed(b, "auto").pipeline

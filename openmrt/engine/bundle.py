@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -46,6 +46,11 @@ class Speed:
     lm: str = "eager"
     codec: str = "reference"
     pipeline: bool = False
+
+    def uncompiled(self) -> Speed:
+        """The same without compiling the LM (eager): for streams where a compile would cost more than it saves
+        (a short offline render) or would stop a playing one (a restart mid-session)."""
+        return replace(self, lm="eager") if self.lm == "compiled" else self
 
     def describe(self) -> str:
         codec = "reference codec" if self.codec == "reference" else f"{self.codec} codec"

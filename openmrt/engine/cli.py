@@ -173,7 +173,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return cond
 
     n = int(round(args.seconds * SAMPLE_RATE))
-    offline = {"prefetch": False} if is_v1(bundle) else {}  # v1: nothing to overlap offline; controls per chunk
+    # v1: nothing to overlap offline, controls per chunk. MRT2: eager, as compiling costs more than it saves
+    # unless the render is long (~10 s of compile, cached, against ~7 ms a frame).
+    offline = {"prefetch": False} if is_v1(bundle) else {"speed": bundle.speed.uncompiled()}
     stream = open_stream(bundle, seed=controls.seed, temperature=controls.temperature, top_k=controls.top_k,
                          guidance=guidance, **offline)
     if is_v1(bundle):

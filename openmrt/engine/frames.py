@@ -21,7 +21,6 @@ e.g. ``openmrt.codec.fast.prepare_decoder(bundle.codec, "bf16")``.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -89,7 +88,7 @@ class FrameStream:
         self.lm = make_generator(bundle.lm, speed.lm, guidance=guidance, temperature=temperature, top_k=top_k,
                                  seed=seed, packed=_packed(bundle, speed.lm))
         if speed.lm == "compiled" and not self.lm.compiled:  # it said why; describe what actually runs
-            self.speed = speed = dataclasses.replace(speed, lm="eager")
+            self.speed = speed = speed.uncompiled()
         self.codec = decoder if decoder is not None else _decoder(bundle, speed.codec)
         self.device = next(bundle.codec.parameters()).device
         self.codec_state = self.codec.init_decode_state(1, self.device)

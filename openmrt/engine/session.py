@@ -14,7 +14,6 @@ callback drains (shared/spec/live_engine_and_controls.md §4).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -29,7 +28,7 @@ import torch
 from openmrt import tokens as tk
 from openmrt.controls import DEFAULTS, LiveControls, MidiGate, reset_fade
 from openmrt.engine.bundle import Bundle
-from openmrt.engine.chunks import open_stream
+from openmrt.engine.chunks import is_v1, open_stream
 from openmrt.engine.frames import FRAME
 from openmrt.engine.ring import RingBuffer
 from openmrt.errors import CheckpointError, ControlError
@@ -283,9 +282,7 @@ class Session:
             if self._pending_guidance is not None:  # new LM rows: a fresh stream (its state no longer fits)
                 self.guidance, self._pending_guidance = self._pending_guidance, None
                 self.stream.close()
-                speed = {}
-                if self.bundle.speed.lm == "compiled":  # compiling here would stop the stream for seconds
-                    speed["speed"] = dataclasses.replace(self.bundle.speed, lm="eager")
+                speed = {} if is_v1(self.bundle) else {"speed": self.bundle.speed.uncompiled()}  # no compile mid-stream
                 self.stream = open_stream(self.bundle, seed=self.seed, guidance=self.guidance or None, **speed)
                 self._reset_target = None
             seed = self.seed + self.seed_rotation

@@ -4,10 +4,10 @@ On the CPU a frame of a small LM is mostly per-op overhead, not arithmetic: the 
 runs ~5,000 ATen calls (12 depth levels of norms, small matmuls and sampling) in ~16 ms, of which its
 matmuls take ~6. ``torch.compile`` of ``FrameStep.run`` (the same graph-safe function CUDA graphs
 capture: no host sync, no data-dependent shape, state written in place) fuses the elementwise work
-into generated C++ and, with the C++ wrapper, calls it without Python in between: 9.3 ms, with the
-same tokens as eager on the demo LM (300 of 300 frames; benchmarks/lm_compiled.py).
+into generated C++ and, with the C++ wrapper, calls it without Python in between: 11.0 ms p50 against
+17.8 eager on one thread, with the same tokens (benchmarks/results/lm_step_compiled.json, docs/benchmarks.md).
 
-The price is compile time: ~80 s the first time on a 2-core machine, ~10 s when the kernels are
+The price is compile time: ~75 s the first time on a 2-core machine, 3-10 s when the kernels are
 already in the cache (``cache_dir()``, kept across runs). So it happens once, before a live clock
 starts, and never on it: the compiled step runs with the "eager_on_recompile" stance, so a guard that
 no longer holds runs that frame eagerly instead of stopping the stream for a recompile. The generated
@@ -18,7 +18,6 @@ compiler (inductor's); without one, or with ``OPENMRT_COMPILE=0``, the generator
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import shutil
 import sys
@@ -28,9 +27,6 @@ from pathlib import Path
 import torch
 
 from openmrt.lm.step import FrameStep
-
-log = logging.getLogger(__name__)
-
 
 # Inductor's default cache is /tmp/torchinductor_USER, gone at a reboot; it fixes its choice in the environment
 # when torch._dynamo is first imported, so ours goes there before that (a user's own setting wins).
@@ -58,10 +54,9 @@ class CompiledStep:
     of the first ``b`` streams. Raises whatever inductor raises when it cannot compile."""
 
     def __init__(self, step: FrameStep, b: int):
-        import torch._inductor.config as inductor
-
-        inductor.cpp_wrapper = True  # no Python between the generated kernels: ~2 ms of the frame
-        self.fn = torch.compile(functools.partial(step.run, b), dynamic=False, fullgraph=True)
+        # cpp_wrapper: no Python between the generated kernels (~2 ms of the demo frame).
+        self.fn = torch.compile(functools.partial(step.run, b), dynamic=False, fullgraph=True,
+                                options={"cpp_wrapper": True})
         self.threads = torch.get_num_threads()  # the generated code is specialised (and guarded) on it
         saved, out = step.state.clone(), step.out.clone()
         t0 = time.perf_counter()
