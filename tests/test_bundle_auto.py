@@ -139,8 +139,7 @@ def test_speed_follows_dtype_model_width_and_cores(monkeypatch):
     assert choose_speed(b, None) == Speed("eager", "f32", True)
     assert choose_speed(b, "float32") == Speed("eager", "f32", True)
     assert choose_speed(b, "int8") == Speed("int8", "int8", True)
-    # Where the LM step compiles, auto compiles it and runs the codec after it: a compiled frame holds the
-    # interpreter lock, so a codec thread beside it would only wait.
+    # Where the LM step compiles, auto compiles it and runs the codec after it (side by side both slowed).
     import openmrt.lm.generate as gmod
 
     monkeypatch.setattr(gmod, "compile_available", lambda: (True, ""))

@@ -165,8 +165,8 @@ def choose_speed(bundle: Bundle, dtype: str | torch.dtype | None = "auto") -> Sp
     # Pipeline whenever two cores exist: each stage runs one thread, so a busy neighbour only slows it in
     # proportion (no spinning collapse), and the 1-minute load average (our own warm-up included) is no
     # reason to give up the second core: it once cost a 10-minute soak 19 drops. Except beside a compiled LM:
-    # its generated code holds the interpreter lock through the whole frame, so a codec thread beside it only
-    # waits (demo: LM 9.3 -> 18.6 ms a frame); sequential is faster and one frame earlier.
+    # side by side both slowed (demo: LM 9.3 -> 18.6 ms, codec 4.9 -> 7.1 ms a frame; the cause is not pinned
+    # down, the generated code does release the interpreter lock); sequential is faster and one frame earlier.
     return Speed(lm=lm, codec=codec, pipeline=cpu_cores() >= 2 and lm != "compiled")
 
 

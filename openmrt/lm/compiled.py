@@ -58,14 +58,12 @@ class CompiledStep:
         self.fn = torch.compile(functools.partial(step.run, b), dynamic=False, fullgraph=True,
                                 options={"cpp_wrapper": True})
         self.threads = torch.get_num_threads()  # the generated code is specialised (and guarded) on it
-        saved, out = step.state.clone(), step.out.clone()
         t0 = time.perf_counter()
         print(f"openmrt: compiling the LM frame step for this CPU (the first time about a minute or two, "
               f"then cached in {cache_dir()})...", file=sys.stderr, flush=True)
-        self.fn()
+        with step.kept():
+            self.fn()
         print(f"openmrt: compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-        step.state.copy_(saved)
-        step.out.copy_(out)
 
     def replay(self) -> None:
         if torch.get_num_threads() != self.threads:  # else the guard fails and every frame runs eagerly

@@ -15,8 +15,8 @@ Settings (``SETTINGS``; the model is used on its own device and dtype, so move t
   sampling) captured as one CUDA graph and replayed per frame: the same tokens as "eager" on the
   same device and dtype (``graphs.graph_vs_eager`` checks it). CUDA only; on the CPU a ConfigError.
 * ``"compiled"``: the "eager" step compiled once by TorchInductor (CPU; ``openmrt.lm.compiled``):
-  the same tokens as "eager" on the demo LM at about half its frame time, after a compile before the
-  first frame (~10 s cached, ~80 s the first time); eager where no C++ compiler is found.
+  the same tokens as "eager" on the demo LM at 0.6x its frame time, after a compile before the first
+  frame (3-10 s cached, ~75 s the first time); eager where no C++ compiler is found.
 * ``"int8"``: int8 weights for the temporal and depth transformers and the 12 logit heads (CPU,
   float32 model): an approximation, 95 % greedy agreement with the float golden on mrt2_small
   (benchmarks/lm_int8_agreement.py).
@@ -159,7 +159,8 @@ class LMGenerator:
                 with torch.inference_mode():
                     return CompiledStep(self.core, self.batch_size)
             except Exception as e:  # inductor raises many types; eager is always a working fallback
-                why = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+                first = (str(e).strip().splitlines() or [""])[0]
+                why = f"{type(e).__name__}: {first[:200]}"
         print(f"openmrt: the LM frame step stays eager (not compiled: {why})", file=sys.stderr)
         return None
 
@@ -285,8 +286,8 @@ FULL_WIDTH_LM = 512  # below this int8 does not pay on the CPU (demo 0.95x, tiny
 def best_setting(device: torch.device | str, model: Depthformer | None = None) -> str:
     """openmrt's fastest LM setting on a device: CUDA graphs on a GPU; on the CPU int8, except for
     models narrower than 512 (int8 took 1.17x the float32 frame time on tiny, 0.95x on demo, 0.46x on
-    mrt2_small; benchmarks/results/lm_step_before_after.json): those run compiled (demo 9.3 ms
-    against 16 eager, tiny 2.2 against 8.2; benchmarks/results/lm_step_compiled.json), or eager where no
+    mrt2_small; benchmarks/results/lm_step_before_after.json): those run compiled (demo 11.0 ms
+    against 17.8 eager, tiny 2.3 against 7.8; benchmarks/results/lm_step_compiled.json), or eager where no
     compiler is found."""
     if torch.device(device).type == "cuda":
         return "graphs"

@@ -26,19 +26,16 @@ class StepGraph:
     def __init__(self, step: FrameStep, b: int, warmup: int = 2):
         require_cuda(step.device)
         self.b = b
-        saved = step.state.clone()  # warm-up frames must not count: restore the stream after
-        out = step.out.clone()
-        side = torch.cuda.Stream(step.device)
-        side.wait_stream(torch.cuda.current_stream(step.device))
-        with torch.cuda.stream(side):  # warm-up off the capture stream (cuBLAS workspaces, autotuning)
-            for _ in range(warmup):
+        with step.kept():  # warm-up and capture frames must not count
+            side = torch.cuda.Stream(step.device)
+            side.wait_stream(torch.cuda.current_stream(step.device))
+            with torch.cuda.stream(side):  # warm-up off the capture stream (cuBLAS workspaces, autotuning)
+                for _ in range(warmup):
+                    step.run(b)
+            torch.cuda.current_stream(step.device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
                 step.run(b)
-        torch.cuda.current_stream(step.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            step.run(b)
-        step.state.copy_(saved)
-        step.out.copy_(out)
 
     def replay(self) -> None:
         self.graph.replay()

@@ -23,6 +23,7 @@ batch runs at the next captured size instead of its capacity.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +114,16 @@ class FrameStep:
     def _positions(c: int, dev) -> torch.Tensor:
         """Frame offset of each slot: sink -1 (always visible), ring 0..c-1, dump NEVER."""
         return torch.cat([torch.tensor([-1]), torch.arange(c), torch.tensor([NEVER])]).to(dev)
+
+    @contextlib.contextmanager
+    def kept(self):
+        """Frames run inside leave the streams as they were (warm-up, capture and compile frames)."""
+        saved, out = self.state.clone(), self.out.clone()
+        try:
+            yield
+        finally:
+            self.state.copy_(saved)
+            self.out.copy_(out)
 
     def write_sinks(self) -> None:
         """Slot 0 of every temporal cache holds the layer's sink key (pre-divided by the query scale)."""
