@@ -10,6 +10,9 @@ next runs), the whole run inside ``--budget`` seconds (default 285: a GPU window
                greedy agreement; the seeded full-size golden (mrt2_small LM + SpectroStream) on the device
   small        mrt2_small whole frame, eager vs graphs (benchmarks/realtime.py)
   base         mrt2_base whole frame, openmrt's best setting (random weights made on the GPU)
+  v1           the v1 decode as CUDA graphs: the tiny v1 golden's five scenarios token for token (the official
+               noise injected; needs shared/golden/v1), then one 2 s base chunk, graphs float32 and bfloat16
+               against eager float32 (benchmarks/v1_chunk.py)
   sweep        players batch: the largest N with every slot's frame under 40 ms p99
   kernels      one frame under torch.profiler: CUDA kernels launched (CPU ops on the CPU)
 
@@ -37,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FORBIDDEN = ("soundfile", "sounddevice", "mido", "pretty_midi", "librosa", "fluidsynth", "scipy")
-PHASES = {"env": 30, "correctness": 110, "small": 70, "base": 70, "sweep": 60, "kernels": 40}  # time boxes, s
+PHASES = {"env": 30, "correctness": 110, "small": 70, "base": 70, "v1": 60, "sweep": 60, "kernels": 40}  # time boxes, s
 SWEEP = [1, 8, 32, 64, 128, 256, 512]  # players per batch: the Players graph sizes (padded above 128)
 BUDGET_MS = 40.0
 
@@ -395,10 +398,66 @@ def phase_kernels(args) -> dict:
     return res
 
 
+def _v1_golden(golden, device) -> dict:
+    """The tiny v1 golden (its scenarios, 800 steps each) through the decoder the engine uses on this device."""
+    import numpy as np
+    import torch
+    from safetensors.numpy import load_file
+
+    from openmrt.lm_v1.config import v1_config
+    from openmrt.lm_v1.convert import load_official
+    from openmrt.lm_v1.generate import ChunkDecoder, V1Sampling
+    from openmrt.lm_v1.model import V1LM
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from v1_noise import recorded_noise
+
+    model = V1LM(v1_config("tiny"))
+    load_official(model, load_file(str(golden / "v1" / "tiny_params.safetensors")))
+    model = model.eval().to(device)
+    summary = json.loads((golden / "v1" / "tiny_summary.json").read_text())
+    res = {"graphs": device.type == "cuda"}
+    for sc in summary["scenarios"]:
+        name, w, t, k = sc["name"], sc["guidance_weight"], sc["temperature"], sc["topk"]
+        d = np.load(golden / "v1" / f"{name}.npz")
+        dec = ChunkDecoder(model, 2, cuda_graph=device.type == "cuda")
+        ids = torch.as_tensor(d["encoder_input_tokens"]).long().to(device)
+        toks = dec.run(ids, V1Sampling(w, t, k), noise=recorded_noise(d, device) if t else None).cpu().numpy()
+        differ = int((toks != d["tokens"]).any(0).sum())
+        res[name] = f"{800 - differ}/800 steps equal"
+        if differ:
+            raise AssertionError(f"v1 {name}: {differ} of 800 steps differ from the golden")
+    return res
+
+
+def phase_v1(args) -> dict:
+    import torch
+
+    rt = _rt()
+    device = _device(args.dry_run)
+    torch.backends.cuda.matmul.allow_tf32 = False  # the golden is float32
+    res: dict = {"device": str(device)}
+    golden = rt.golden_dir(args.golden)
+    if golden is None or not (golden / "v1").is_dir():
+        res["v1_golden"] = {"status": "unavailable", "error": "shared/golden/v1 not carried"}
+    else:
+        _sub(res, "v1_golden", _v1_golden, golden, device)
+    sys.path.insert(0, str(HERE))
+    import v1_chunk
+
+    size, chunks = ("tiny", 1) if args.dry_run else ("base", 2)
+    runs = [(torch.float32, False)] + ([(torch.float32, True), (torch.bfloat16, True)] if device.type == "cuda" else [])
+    for dtype, graphs in runs:
+        name = f"{size}_{str(dtype).removeprefix('torch.')}_{'graphs' if graphs else 'eager'}"
+        _sub(res, name, v1_chunk.bench, size, device, dtype, chunks, graphs)
+    return res
+
+
 def run_phase(name: str, args, box: float, deadline: float) -> dict:
     fns = {"env": lambda: phase_env(args), "correctness": lambda: phase_correctness(args),
            "small": lambda: phase_small(args, box), "base": lambda: phase_base(args, box),
-           "sweep": lambda: phase_sweep(args, min(deadline, time.time() + box)), "kernels": lambda: phase_kernels(args)}
+           "sweep": lambda: phase_sweep(args, min(deadline, time.time() + box)), "kernels": lambda: phase_kernels(args),
+           "v1": lambda: phase_v1(args)}
     return fns[name]()
 
 

@@ -6,7 +6,8 @@ x 16 levels) with classifier-free guidance (2 rows), as the engine's v1 mode run
 Random weights (speed does not depend on their values); the fed-back tokens are forced to codec tokens so every
 chunk runs all 800 steps (random weights may end a chunk early). Per chunk: the wall time, split into encoder +
 decode; reported as ms per 40 ms frame (chunk / 50) with p50/p95/p99 over the chunks, and the real-time factor
-2 s / chunk time (higher is better; >= 1 keeps up). CUDA rows are added when a GPU is present.
+2 s / chunk time (higher is better; >= 1 keeps up). On a GPU it adds CUDA rows: eager float32, then the steps
+replayed as CUDA graphs (ChunkDecoder) in float32 and bfloat16.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from common import machine, summarize, write  # noqa: E402
 
 from openmrt.lm_v1 import tokens as vt  # noqa: E402
 from openmrt.lm_v1.config import v1_config  # noqa: E402
-from openmrt.lm_v1.generate import V1Sampling, generate_chunk  # noqa: E402
+from openmrt.lm_v1.generate import ChunkDecoder, V1Sampling  # noqa: E402
 from openmrt.lm_v1.model import V1LM  # noqa: E402
 
 CHUNK_FRAMES, CHUNK_SECONDS = 50, 2.0
@@ -34,7 +35,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(size: str, device: torch.device, dtype: torch.dtype, chunks: int) -> dict:
+def bench(size: str, device: torch.device, dtype: torch.dtype, chunks: int, graphs: bool = False) -> dict:
     torch.manual_seed(0)
     model = V1LM(v1_config(size)).to(device=device, dtype=dtype).eval()
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -47,24 +48,25 @@ def bench(size: str, device: torch.device, dtype: torch.dtype, chunks: int) -> d
     forced = forced[None].expand(2, -1).to(device)
     sampling = V1Sampling()
     gen = torch.Generator(device=device).manual_seed(0)
-    state = model.init_state(2)
+    dec = ChunkDecoder(model, 2, cuda_graph=graphs)
     totals, encoders = [], []
     for i in range(chunks + 1):  # the first chunk warms up (allocations, kernels)
         sync(device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            model.begin(state, enc)
+            model.begin(dec.state, enc)
         sync(device)
         t1 = time.perf_counter()
-        generate_chunk(model, enc, sampling, state=state, forced=forced, generator=gen)
+        dec.run(enc, sampling, forced=forced, generator=gen)  # the first run also captures the graphs
         sync(device)
         t2 = time.perf_counter()
-        if i:  # generate_chunk runs the encoder itself: the chunk is t1..t2, t0..t1 times the encoder alone
+        if i:  # run() runs the encoder itself: the chunk is t1..t2, t0..t1 times the encoder alone
             totals.append((t2 - t1) * 1e3)
             encoders.append((t1 - t0) * 1e3)
     per_frame = [t / CHUNK_FRAMES for t in totals]
     s = summarize(per_frame)
-    return {"size": size, "device": device.type, "dtype": str(dtype).removeprefix("torch."), "chunks": chunks,
+    return {"size": size, "device": device.type, "dtype": str(dtype).removeprefix("torch."), "graphs": graphs,
+            "chunks": chunks,
             "chunk_s": [round(t / 1e3, 2) for t in totals], "encoder_ms": [round(t, 1) for t in encoders],
             "rtf_chunk": round(CHUNK_SECONDS * 1e3 / (sum(totals) / len(totals)), 3), **s}
 
@@ -78,14 +80,16 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs = [(torch.device("cpu"), torch.float32)]
+    runs = [(torch.device("cpu"), torch.float32, False)]
     if torch.cuda.is_available():
-        runs += [(torch.device("cuda"), torch.float32), (torch.device("cuda"), torch.bfloat16)]
+        cuda = torch.device("cuda")
+        runs += [(cuda, torch.float32, False), (cuda, torch.float32, True), (cuda, torch.bfloat16, True)]
     rows = []
-    for device, dtype in runs:
+    for device, dtype, graphs in runs:
         for size in args.sizes:
-            r = bench(size, device, dtype, args.chunks)
-            print(f"{r['device']:4s} {r['size']:5s} {r['dtype']:8s} chunk {r['chunk_s']} s (encoder "
+            r = bench(size, device, dtype, args.chunks, graphs)
+            mode = "graphs" if graphs else "eager"
+            print(f"{r['device']:4s} {r['size']:5s} {r['dtype']:8s} {mode:6s} chunk {r['chunk_s']} s (encoder "
                   f"{r['encoder_ms']} ms)  per frame p50 {r['p50_ms']:.1f} ms  RTF {r['rtf_chunk']}", flush=True)
             rows.append(r)
     write({"benchmark": "v1_chunk", "machine": machine(), "results": rows}, args.out)

@@ -92,7 +92,7 @@ def test_device_check_dry_run_with_only_the_gpu_image_packages(tmp_path, golden_
     phases = report["phases"]
     assert p.returncode == 0, json.dumps({k: {a: b for a, b in v.items() if a != "result"}
                                           for k, v in phases.items()})[-3000:]
-    assert list(phases) == ["env", "correctness", "small", "base", "sweep", "kernels"]
+    assert list(phases) == ["env", "correctness", "small", "base", "v1", "sweep", "kernels"]
     assert all(e["status"] == "ok" for e in phases.values())
     # The blocker was active, and the phases imported none of the blocked packages.
     env_r = phases["env"]["result"]
@@ -108,6 +108,8 @@ def test_device_check_dry_run_with_only_the_gpu_image_packages(tmp_path, golden_
     sweep = phases["sweep"]["result"]
     assert sweep["points"] and sweep["points"][0]["streams"] == 1
     assert phases["kernels"]["result"]["eager"]["total"] > 100  # aten ops of one tiny frame
+    v1 = phases["v1"]["result"]  # the v1 golden through the engine's chunk decoder (eager here, graphs on a GPU)
+    assert v1["v1_golden"]["tiny_cfg_sampled"] == "800/800 steps equal" and v1["tiny_float32_eager"]["p50_ms"] > 0
 
 
 FAKE_PEER = """

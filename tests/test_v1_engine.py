@@ -159,7 +159,7 @@ def test_v1_guidance_weight_and_ignored_signals(bundle, caplog):
     notes.close()
     plain = ChunkStream(bundle, guidance={"musiccoca": 0.0}, prefetch=False)
     audio, codes = plain.step(cond())
-    assert list(plain._states) == [1] and audio.shape == (FRAME_SAMPLES, 2)  # no CFG: one LM row
+    assert list(plain._decoders) == [1] and audio.shape == (FRAME_SAMPLES, 2)  # no CFG: one LM row
     plain.close()
 
 

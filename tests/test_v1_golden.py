@@ -8,6 +8,7 @@ import pytest
 import torch
 from needs import in_ci
 from safetensors.numpy import load_file
+from v1_noise import recorded_noise
 
 from openmrt.lm_v1.config import v1_config
 from openmrt.lm_v1.convert import load_official
@@ -48,20 +49,6 @@ def tiny(v1_golden):
     m = V1LM(v1_config("tiny"))
     load_official(m, load_file(str(v1_golden / "tiny_params.safetensors")))
     return m.eval()
-
-
-def recorded_noise(d):
-    """step -> the official Gumbel noise [2, V] on the ids that survived its top-k (0 elsewhere: those ids
-    are masked to -1e7 before the noise is added, so their noise never matters)."""
-    idx, val = torch.as_tensor(d["gumbel_idx"]).long(), torch.as_tensor(d["gumbel_val"])
-
-    def noise(s: int) -> torch.Tensor:
-        g = torch.zeros(2, 29824)
-        ok = idx[s] >= 0
-        g.scatter_(1, idx[s].clamp(min=0), torch.where(ok, val[s], 0.0))
-        return g
-
-    return noise
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))

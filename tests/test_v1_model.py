@@ -10,7 +10,7 @@ from test_v1_golden import one_thread  # noqa: F401 (autouse fixture)
 from openmrt.errors import CheckpointError, ConfigError
 from openmrt.lm_v1.config import v1_config
 from openmrt.lm_v1.convert import convert_state_dict, key_map, load_official
-from openmrt.lm_v1.generate import V1Sampling, generate_chunk
+from openmrt.lm_v1.generate import ChunkDecoder, V1Sampling, generate_chunk
 from openmrt.lm_v1.layers import relative_buckets
 from openmrt.lm_v1.model import V1LM
 from openmrt.lm_v1.tokens import encoder_ids, tokens_to_codes
@@ -67,6 +67,57 @@ def test_v1_state_is_reused_across_chunks(tiny):
     again = generate_chunk(tiny, b, steps=48, state=state, generator=g())
     assert torch.equal(again, generate_chunk(tiny, b, steps=48, generator=g()))
     assert torch.equal(again[0], again[1])  # guidance: both rows of the pair feed and return row 0's samples
+
+
+def test_v1_chunk_decoder_is_reused_across_chunks(tiny):
+    """One ChunkDecoder (the engine keeps one per row count) decodes chunk after chunk as fresh calls do, and
+    its buffers keep their storage."""
+    dec = ChunkDecoder(tiny, 2)
+    before = {k: t.data_ptr() for k, t in {**dec.state.tensors(), **dec.buf.tensors()}.items()}
+    g = lambda: torch.Generator().manual_seed(11)  # noqa: E731
+    for seed in (4, 5, 6):
+        ids = context_ids(seed)
+        forced = torch.randint(2, 16386, (2, 800), generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(dec.run(ids, steps=40, generator=g()), generate_chunk(tiny, ids, steps=40, generator=g()))
+        assert torch.equal(dec.run(ids, V1Sampling(0.0, 1.1, 40), steps=20, forced=forced, generator=g()),
+                           generate_chunk(tiny, ids, V1Sampling(0.0, 1.1, 40), steps=20, forced=forced, generator=g()))
+    assert {k: t.data_ptr() for k, t in {**dec.state.tensors(), **dec.buf.tensors()}.items()} == before
+    with pytest.raises(ConfigError, match="rows"):
+        dec.run(torch.cat([ids, ids]), steps=16)
+
+
+@pytest.mark.parametrize("frame_start", [True, False])
+def test_v1_decode_step_reads_no_host_value(tiny, frame_start):
+    """What a CUDA graph captures (ChunkDecoder._step) traces as one graph: positions, sampling, EOS and forcing
+    all stay on the device (a host read such as .item() or bool() would break the trace). The GPU replay itself
+    is tested on CUDA below."""
+    dec = ChunkDecoder(tiny, 2)
+    tiny.begin(dec.state, context_ids(3))
+    dec.buf.token.fill_(0)
+    if not frame_start:
+        dec.buf.step.fill_(5)
+    torch._dynamo.reset()
+    step = torch.compile(dec._step, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        step(V1Sampling(), frame_start)
+    assert int(dec.buf.step) == (1 if frame_start else 6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CUDA graphs)")
+@pytest.mark.parametrize("sampling", [V1Sampling(), V1Sampling(0.0, 1.1, 40), V1Sampling(5.0, 0.0, 40)])
+def test_v1_chunk_graphs_match_eager_on_cuda(tiny, sampling):
+    """The captured steps give the eager decode's tokens with the same noise, chunk after chunk."""
+    model = tiny.cuda()
+    try:
+        graphed, eager = ChunkDecoder(model, 2, cuda_graph=True), ChunkDecoder(model, 2)
+        for seed in (4, 5):
+            ids = context_ids(seed).cuda()
+            noise = torch.randn(800, 2, model.cfg.num_embeddings, generator=torch.Generator().manual_seed(seed))
+            def at(s, noise=noise):
+                return noise[s].cuda()
+            assert torch.equal(graphed.run(ids, sampling, noise=at), eager.run(ids, sampling, noise=at))
+    finally:
+        tiny.cpu()
 
 
 def test_v1_streams_in_one_batch_do_not_mix(tiny):

@@ -30,7 +30,7 @@ from openmrt.controls import DEFAULTS
 from openmrt.engine.bundle import Bundle
 from openmrt.errors import ConfigError, DataError
 from openmrt.frame import FRAME_MS, FRAME_SAMPLES
-from openmrt.lm_v1.generate import V1Sampling, generate_chunk
+from openmrt.lm_v1.generate import ChunkDecoder, V1Sampling
 from openmrt.lm_v1.model import V1LM
 from openmrt.lm_v1.tokens import CONTEXT_FRAMES, MASK, STYLE_TOKENS, encoder_ids, tokens_to_codes
 
@@ -131,7 +131,8 @@ class ChunkStream:
         # A control is read at a chunk's first frame and shapes the chunk after it (prefetch) or that chunk itself.
         self.control_latency_frames = (2 if prefetch else 1) * CHUNK_FRAMES  # the worst case
         self.threads = threads or max(1, torch.get_num_threads())
-        self._states: dict[int, object] = {}  # decode state per batch size (1 or 2 rows), reused every chunk
+        # One decoder per row count (1 or 2), reused every chunk; on CUDA its steps replay as CUDA graphs.
+        self._decoders: dict[int, ChunkDecoder] = {}
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="openmrt-v1-chunks",
                                           initializer=torch.set_num_threads, initargs=(self.threads,))
         self._ramp = crossfade_ramp()
@@ -149,11 +150,11 @@ class ChunkStream:
         if sampling.guidance == 0:
             ids = ids[:1]
         rows = ids.shape[0]
-        if rows not in self._states:
-            self._states[rows] = self.model.init_state(rows)
+        if rows not in self._decoders:
+            self._decoders[rows] = ChunkDecoder(self.model, rows, cuda_graph=self.device.type == "cuda")
         gen = torch.Generator(device=self.device).manual_seed(seed + index)
         with torch.inference_mode():
-            tokens = generate_chunk(self.model, ids, sampling, state=self._states[rows], generator=gen)
+            tokens = self._decoders[rows].run(ids, sampling, generator=gen)
         codes = tokens_to_codes(tokens[0].cpu(), LEVELS)  # [50, 16]
         t1 = time.perf_counter()
         prev = context[-1:] if (context[-1] >= 0).all() else torch.zeros(1, LEVELS, dtype=torch.long)

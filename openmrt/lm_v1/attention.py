@@ -63,10 +63,10 @@ class Attention(nn.Module):
         k, v = self.project_kv(source)
         return self.attend(self.split(self.query(x)), k, v, bias)
 
-    def step(self, x: torch.Tensor, cache: KVCache, pos: int, bias: torch.Tensor) -> torch.Tensor:
-        """Self-attention of one new position: x [B, 1, D] is written to slot ``pos`` of the cache, then
-        attends over the whole cache (``bias`` [.., 1, capacity] hides slots after ``pos``)."""
+    def step(self, x: torch.Tensor, cache: KVCache, pos: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Self-attention of one new position: x [B, 1, D] is written to slot ``pos`` ([1] index tensor) of the
+        cache, then attends over the whole cache (``bias`` [.., 1, capacity] hides slots after ``pos``)."""
         k, v = self.project_kv(x)
-        cache.k[:, pos : pos + 1] = k
-        cache.v[:, pos : pos + 1] = v
+        cache.k.index_copy_(1, pos, k)
+        cache.v.index_copy_(1, pos, v)
         return self.attend(self.split(self.query(x)), cache.k, cache.v, bias)

@@ -35,9 +35,10 @@ class DecoderLayer(nn.Module):
         h = self.self_norm(x)
         return self._cross_mlp(x + self.self_attn(h, h, bias), cross, cross_bias)
 
-    def step(self, x: torch.Tensor, cache: KVCache, pos: int, bias: torch.Tensor, cross: KVCache | None = None,
+    def step(self, x: torch.Tensor, cache: KVCache, pos: torch.Tensor, bias: torch.Tensor, cross: KVCache | None = None,
              cross_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """One position: x [B, 1, D] at ``pos``; ``bias`` [1, H, 1, capacity] (relative bias + causal mask)."""
+        """One position: x [B, 1, D] at ``pos`` ([1] index tensor); ``bias`` [1, H, 1, capacity] (relative bias
+        + causal mask)."""
         x = x + self.self_attn.step(self.self_norm(x), cache, pos, bias)
         return self._cross_mlp(x, cross, cross_bias)
 
@@ -63,7 +64,7 @@ class Stack(nn.Module):
             x = layer(x, bias, None if cross is None else cross[i], cross_bias)
         return x
 
-    def step(self, x: torch.Tensor, caches: list[KVCache], pos: int, bias: torch.Tensor,
+    def step(self, x: torch.Tensor, caches: list[KVCache], pos: torch.Tensor, bias: torch.Tensor,
              cross: list[KVCache] | None = None, cross_bias: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, 1, D] at ``pos``; ``bias`` is row ``pos`` of ``causal_bias`` (precomputed per chunk)."""
         for i, layer in enumerate(self.layers):

@@ -138,17 +138,27 @@ class V1LM(nn.Module):
         if s >= cfg.steps:
             raise ConfigError(f"the chunk is complete ({cfg.steps} steps); call begin() for the next one")
         f, q = divmod(s, cfg.levels)
-        if s > 0:
-            e = self.embed(token)
-            state.frame_inputs[:, (s - 1) % cfg.levels] = e  # the previous frame's tokens, for the next mean
-        if q == 0:
+        at = lambda i: torch.tensor([i], device=token.device)  # noqa: E731
+        logits = self.advance(state, token, at(f), at(q), at((s - 1) % cfg.levels), frame_start=q == 0,
+                              write=s > 0)
+        state.step += 1
+        return logits
+
+    def advance(self, state: V1State, token: torch.Tensor, frame: torch.Tensor, level: torch.Tensor,
+                prev: torch.Tensor, frame_start: bool, write: bool = True) -> torch.Tensor:
+        """One decode step with its positions as [1] index tensors on the model's device (frame f, level q,
+        and the previous step's level): no host value is read, so a CUDA graph can capture it (graphs.py).
+        ``frame_start`` (q == 0) runs the temporal stack first. ``write``: store ``token``'s embedding as the
+        previous step's token (skipped at step 0; writing BOS there would leave the state as it is)."""
+        e = self.embed(token)
+        if write:
+            state.frame_inputs.index_copy_(1, prev, e[:, None])  # the previous frame's tokens, for the next mean
+        if frame_start:
             x = state.frame_inputs.mean(1, keepdim=True)
-            c = self.temporal.step(x, state.temporal, f, state.temporal_bias[:, :, f : f + 1],
+            x = self.temporal.step(x, state.temporal, frame, state.temporal_bias.index_select(2, frame),
                                    state.cross, state.cross_bias)
-            state.context.copy_(c)
-            x = c
+            state.context.copy_(x)
         else:
             x = e[:, None]
-        h = self.depth.step(x, state.depth, q, state.depth_bias[:, :, q : q + 1])
-        state.step += 1
+        h = self.depth.step(x, state.depth, level, state.depth_bias.index_select(2, level))
         return self.logits(h)[:, 0]
