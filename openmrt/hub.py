@@ -222,7 +222,7 @@ def _v1_missing_message(spec: BundleSpec, missing: Iterable[HubFile], dest: Path
         else:
             lines.append(f"  {f.path}{size}\n    from {HF_URL}{f.path}\n      or {GCS_URL}{f.path}\n"
                          f"    to   {dest / f.path}")
-    lines.append("openmrt does not download v1 checkpoints itself yet: fetch them as above")
+    lines.append(f"or run `openmrt models download {spec.name}` when online (it fetches and extracts the archive)")
     return "\n".join(lines)
 
 

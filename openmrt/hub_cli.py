@@ -63,13 +63,9 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     spec = _spec(args.name)
     root = Path(args.to).expanduser() if args.to else hub.roots()[0]
-    if spec.family == "v1":  # a T5X archive to fetch and extract: say what and where
-        found = hub.locate(spec)
-        missing = [f for f in spec.files if found[f.path] is None and (f.required or not args.required_only)]
-        print(hub.missing_message(spec, missing, root) if missing else f"openmrt: {spec.name} is complete")
-        return 1 if any(f.required for f in missing) else 0
     print(f"openmrt: {spec.name} -> {root}\n  licence {spec.licence}: {spec.attribution}")
-    paths = download(spec, root, pick_fetch(args.source), search=hub.roots(), required_only=args.required_only)
+    paths = download(spec, root, pick_fetch(args.source), search=hub.roots(), required_only=args.required_only,
+                     archive_fetch=pick_fetch(args.source, v1=True))
     for rel, p in paths.items():
         print(f"  ok {rel}: {p}")
     if root not in hub.roots():

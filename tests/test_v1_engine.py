@@ -220,9 +220,58 @@ def test_v1_bad_checkpoints_give_clear_errors(home, tmp_path, capsys, monkeypatc
     assert main(["generate", "--model", "mrt_v1_large", "--seconds", "1", "-o", str(tmp_path / "y.wav")]) == 1
     err = capsys.readouterr().err
     assert "llm_large_x3047_c1860k.tar" in err and "huggingface.co/google/magenta-realtime/" in err and "tar -xf" in err
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # tests never download: offline, it says what to fetch
     assert main(["models", "download", "mrt_v1_large"]) == 1
-    assert "tar -xf" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "cannot download checkpoints/llm_large_x3047_c1860k.tar" in out.err and "tar -xf" in out.err
     assert tiny_codec().config.num_quantizers == 16
+
+
+def test_v1_download_fetches_and_extracts_the_archive(root, tmp_path, capsys):
+    """`models download` of a v1 bundle: the T5X archive fetched (here from a fake source serving a tar of the
+    seeded checkpoint), unpacked beside it, renamed when whole, the tar deleted; the codec files as for MRT2.
+    A damaged archive is named and removed; a broken folder already there is moved aside, not deleted."""
+    import shutil
+    import tarfile
+
+    from openmrt import hub
+    from openmrt.hub_download import download
+
+    tar = tmp_path / f"{ARCHIVE}.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(root / "checkpoints" / ARCHIVE / "checkpoint_1860000", arcname="checkpoint_1860000")
+    served = []
+
+    def fake(source):
+        def fetch(rel, dest_root):
+            served.append(rel)
+            out = dest_root / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source(rel), out)
+            return out
+        return fetch
+
+    spec = hub.registry()["mrt_v1_base"]
+    dest = tmp_path / "home"
+    (dest / "checkpoints" / ARCHIVE).mkdir(parents=True)  # an earlier extraction that broke off
+    (dest / "checkpoints" / ARCHIVE / "partial").write_bytes(b"x")
+    paths = download(spec, dest, fake(lambda rel: root / rel), required_only=True, archive_fetch=fake(lambda _: tar))
+    assert served[0] == f"checkpoints/{ARCHIVE}.tar" and "resources/spectrostream/decoder.safetensors" in served
+    folder = dest / "checkpoints" / ARCHIVE
+    assert paths[f"checkpoints/{ARCHIVE}"] == folder and (folder / "checkpoint_1860000" / "checkpoint").is_file()
+    assert not (dest / "checkpoints" / f"{ARCHIVE}.tar").exists()
+    assert not (dest / "checkpoints" / f"{ARCHIVE}.extracting").exists()
+    assert (dest / "checkpoints" / f"{ARCHIVE}.broken" / "partial").is_file()
+    assert "moved the incomplete" in capsys.readouterr().out
+    assert hub.is_installed(spec, [dest])
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"\x00" * 1000 + b"not a tar")
+    with pytest.raises(hub.HubError, match="not a readable tar archive"):
+        download(spec, tmp_path / "home2", fake(lambda rel: root / rel), required_only=True,
+                 archive_fetch=fake(lambda _: bad))
+    assert not (tmp_path / "home2" / "checkpoints" / f"{ARCHIVE}.tar").exists()
+    assert not (tmp_path / "home2" / "checkpoints" / ARCHIVE).exists()
 
 
 def test_v1_models_list_and_verify(home, capsys):
