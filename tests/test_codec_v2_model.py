@@ -24,11 +24,15 @@ from openmrt.errors import CheckpointError, ConfigError
 TINY = dict(latent_dim=16, width=32, frame_width=16, groups=2)
 
 
-@pytest.mark.parametrize("decoder", ["harmonic", "plain"])
-def test_streaming_equals_whole_sequence(decoder):
+@pytest.mark.parametrize("decoder,salience,attack", [("harmonic", (), 1), ("plain", (), 1), ("harmonic", (1, 2), 8)])
+def test_streaming_equals_whole_sequence(decoder, salience, attack):
     torch.manual_seed(0)
-    model = CodecV2(CodecV2Config(decoder=decoder, **TINY)).eval()
+    model = CodecV2(CodecV2Config(decoder=decoder, salience_dilations=salience, attack_frames=attack, **TINY)).eval()
+    if attack > 1:  # onsets open in some frames, so the lift's history (carried across steps) matters
+        torch.nn.init.normal_(model.decoder.onset.weight, std=2.0)
     model.out_gain.copy_(0.3 * torch.randn(1081))  # the output EQ applies in both modes
+    for blk in model.encoder.salience.time.blocks if salience else ():  # zero-initialised: make them matter
+        torch.nn.init.normal_(blk.mix.weight, std=0.3)
     x = 0.1 * torch.randn(2, 5 * 1920, 2)
     with torch.no_grad():
         z = model.encode_latents(x)
@@ -125,7 +129,7 @@ def test_frame_pitch_targets_follow_the_window_centres():
 
 def test_weights_round_trip_and_bad_files_are_refused(tmp_path):
     torch.manual_seed(1)
-    model = CodecV2(CodecV2Config(**TINY)).eval()
+    model = CodecV2(CodecV2Config(salience_dilations=(1, 2), attack_frames=8, **TINY)).eval()
     save_codec_v2(model, tmp_path / "c.safetensors", extra={"step": 3})
     assert is_codec_v2_file(tmp_path / "c.safetensors") and not is_codec_v2_file(tmp_path / "none")
     again = load_codec_v2(tmp_path / "c.safetensors")
@@ -278,6 +282,26 @@ def test_shard_audio_targets_come_from_the_midi_when_kept(tmp_path):
     pitch = [int(n.sum(0).argmax()) for n in notes.numpy()]
     for b, p in enumerate(pitch):  # a held tone: sounding in every frame whose centre is inside the clip
         assert tgt[b, 0, 4:, p].all() and tgt[b, 0].sum() == tgt[b, 0, :, p].sum()
+
+
+def test_salience_time_stack_starts_as_the_per_frame_salience_and_is_causal():
+    """A codec with the salience's time stack warm-starts from a per-frame one unchanged (its blocks start as the
+    identity); once trained, a frame's salience depends on past frames only."""
+    from openmrt.codec.harmonic import Salience
+
+    torch.manual_seed(0)
+    frame, timed = Salience(), Salience(dilations=(1, 2, 4, 8))
+    timed.load_state_dict(frame.state_dict(), strict=False)
+    mag = torch.rand(2, 2, 40, 1081)
+    with torch.no_grad():
+        torch.testing.assert_close(timed(mag), frame(mag))
+        for blk in timed.time.blocks:
+            torch.nn.init.normal_(blk.mix.weight, std=0.3)
+        a, changed = timed(mag), mag.clone()
+        changed[:, :, 25:] = torch.rand_like(changed[:, :, 25:])
+        b = timed(changed)
+    torch.testing.assert_close(a[:, :25], b[:, :25])
+    assert not torch.allclose(a[:, 25:], b[:, 25:]) and not torch.allclose(a, frame(mag))
 
 
 def test_warm_start_keeps_old_columns_of_a_grown_layer(tmp_path):

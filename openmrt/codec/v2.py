@@ -65,6 +65,8 @@ class CodecV2Config:
     width: int = 256  # 25 Hz trunks
     frame_width: int = 128  # 200 Hz layers
     groups: int = 4  # timbre groups of the harmonic decoder
+    salience_dilations: tuple[int, ...] = ()  # the encoder salience's causal time stack (() = per frame: rounds 2-4)
+    attack_frames: int = 1  # frames the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4)
     num_quantizers: int = 12
     codebook_size: int = 1024
     token_levels: int = 12
@@ -78,6 +80,7 @@ class CodecV2Config:
     @classmethod
     def from_json(cls, text: str) -> CodecV2Config:
         d = json.loads(text)
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
@@ -90,6 +93,7 @@ def grid_magnitudes(audio: torch.Tensor, frames: int | None = None) -> torch.Ten
 class EncoderState(StreamState):
     prev: torch.Tensor  # [B, N=1920, 2] the previous block: block k's frames start 1920 samples back
     stack: StackState
+    salience: StackState | None = None  # the salience's time stack (None when it reads single frames)
 
 
 class EncoderV2(nn.Module):
@@ -99,21 +103,21 @@ class EncoderV2(nn.Module):
     pitch salience (harmonic.Salience, supervised with the notes), so the code carries pitch from the start
     instead of having to discover it through the decoder."""
 
-    def __init__(self, latent_dim: int, width: int, frame_width: int):
+    def __init__(self, latent_dim: int, width: int, frame_width: int, salience_dilations: tuple[int, ...] = ()):
         super().__init__()
         self.register_buffer("bands", encoder_bands(), persistent=False)
         nb = self.bands.shape[1]
-        self.salience = Salience()
+        self.salience = Salience(dilations=salience_dilations)
         self.frame_in = nn.Linear(2 * nb, frame_width)
         self.token_in = nn.Linear(FRAMES_PER_TOKEN * (frame_width + PITCHES), width)
         self.stack = CausalStack(width, (1, 2, 4, 1))
         self.out = nn.Linear(width, latent_dim)
 
-    def _tokens(self, mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tokens(self, mag: torch.Tensor, state: EncoderState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, f, _ = mag.shape
         x = (torch.log(torch.matmul(mag, self.bands) + 1e-5) + 7.0) / 3.0  # [B, 2, F, NB], roughly unit scale
         x = F.gelu(self.frame_in(x.transpose(1, 2).reshape(b, f, -1)))
-        sal = self.salience(mag)
+        sal = self.salience(mag) if state is None else self.salience.step(mag, state.salience)
         x = torch.cat([x, torch.sigmoid(sal)], -1)
         return self.token_in(x.reshape(b, f // FRAMES_PER_TOKEN, -1)), sal
 
@@ -125,8 +129,8 @@ class EncoderV2(nn.Module):
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
         return self.features(mag)[0]
 
-    def step(self, mag: torch.Tensor, state: StackState) -> torch.Tensor:
-        return self.out(self.stack.step(self._tokens(mag)[0], state))
+    def step(self, mag: torch.Tensor, state: EncoderState) -> torch.Tensor:
+        return self.out(self.stack.step(self._tokens(mag, state)[0], state.stack))
 
 
 @dataclass
@@ -150,10 +154,10 @@ class CodecV2(nn.Module):
         self.config = c = config or CodecV2Config()
         if c.decoder not in ("harmonic", "plain"):
             raise ConfigError(f"codec v2 decoder {c.decoder!r}: use 'harmonic' or 'plain'")
-        self.encoder = EncoderV2(c.latent_dim, c.width, c.frame_width)
+        self.encoder = EncoderV2(c.latent_dim, c.width, c.frame_width, c.salience_dilations)
         self.quantizer = ResidualVQ(c.num_quantizers, c.codebook_size, c.latent_dim)
         cls = HarmonicDecoder if c.decoder == "harmonic" else PlainDecoder
-        self.decoder = cls(c.latent_dim, c.width, c.frame_width, groups=c.groups)
+        self.decoder = cls(c.latent_dim, c.width, c.frame_width, groups=c.groups, attack_frames=c.attack_frames)
         # Output EQ: natural-log gain per grid bin on the magnitudes the inverse STFT receives (after the phase
         # head, which thus sees the decoder's own magnitudes). Fitted after training on training clips
         # (openmrt.train.codec2.fit_output_gain): the L1-type losses leave the decoder ~0.35 nats too quiet.
@@ -196,7 +200,8 @@ class CodecV2(nn.Module):
 
     def init_encode_state(self, batch: int, device=None, dtype=torch.float32) -> EncoderState:
         return EncoderState(prev=torch.zeros(batch, FRAME_SAMPLES, 2, device=device, dtype=dtype),
-                            stack=self.encoder.stack.init_state(batch, device, dtype))
+                            stack=self.encoder.stack.init_state(batch, device, dtype),
+                            salience=self.encoder.salience.init_state(batch, device, dtype))
 
     def encode_latents_step(self, block: torch.Tensor, state: EncoderState) -> torch.Tensor:
         """Block k [B, 1920, 2] -> latent k [B, D]."""
@@ -206,7 +211,7 @@ class CodecV2(nn.Module):
         frames = both.transpose(1, 2).unfold(-1, WIN, HOP)  # [B, 2, 8, 2160]
         mag = torch.fft.rfft(frames * window(device=block.device), n=WIN).abs() / MAG_SCALE
         state.prev.copy_(block)
-        return self.encoder.step(mag, state.stack)[:, 0]
+        return self.encoder.step(mag, state)[:, 0]
 
     def encode_step(self, block: torch.Tensor, state: EncoderState, num_levels: int | None = None) -> torch.Tensor:
         """[B, 1920, 2] -> codes [B, L] of this block."""

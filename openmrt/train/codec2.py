@@ -416,7 +416,8 @@ def train(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     cfg = CodecV2Config(decoder=args.decoder, latent_dim=args.latent_dim, width=args.width,
-                        frame_width=args.frame_width, groups=args.groups)
+                        frame_width=args.frame_width, groups=args.groups,
+                        salience_dilations=tuple(args.salience_dilations), attack_frames=args.attack_frames)
     levels = args.levels
     torch.manual_seed(args.seed)
     model = CodecV2(cfg).to(d.device).train()
@@ -563,6 +564,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=256, help="channels of the 25 Hz layers")
     p.add_argument("--frame-width", type=int, default=128, help="channels of the 200 Hz layers")
     p.add_argument("--groups", type=int, default=4, help="timbre groups of the harmonic decoder")
+    p.add_argument("--salience-dilations", type=int, nargs="*", default=[1, 2, 4, 8],
+                   help="the encoder salience's causal time stack over past frames (none: per frame, rounds 2-4)")
+    p.add_argument("--attack-frames", type=int, default=8,
+                   help="frames (5 ms) the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4)")
     p.add_argument("--levels", type=int, default=12, help="RVQ levels")
     p.add_argument("--steps", type=int, default=20000, help="length of the LR schedule")
     p.add_argument("--batch", type=int, default=4)
