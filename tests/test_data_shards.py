@@ -162,6 +162,30 @@ def test_tokenize_adds_aligned_tokens(reference, tmp_path):
     item = next(iter(CropDataset(out, crop_frames=25, audio=False)))
     assert item["tokens"].shape == (25, 12) and "audio" not in item
     assert main(["data", "tokenize", str(out), "--codec", str(tmp_path / "missing.safetensors")]) == 1
+    # --out: another codec's tokens into token-only copies (what an LM needs after the codec changed)
+    from openmrt.codec.checkpoint import load_codec_file
+    from openmrt.data.shards import float_audio
+    from openmrt.data.tokenize import retokenize_folder
+    from openmrt.train.lm import TokenData
+
+    torch.manual_seed(1)
+    other = save_codec(SpectroStream(CodecConfig(width=0.25)), tmp_path / "other.safetensors")
+    again = tmp_path / "retok"
+    assert main(["data", "tokenize", str(out), "--codec", str(other), "--out", str(again)]) == 0
+    new, old = load_shard(again / "shard_00000.npz"), load_shard(out / "shard_00000.npz")
+    assert new.audio.shape == (2, 0) and np.array_equal(new.notes, old.notes) and np.array_equal(new.drums, old.drums)
+    first = old.example(0)
+    with torch.no_grad():
+        want = load_codec_file(other).encode(torch.from_numpy(float_audio(first["audio"]))[None], 12)[0].numpy()
+    np.testing.assert_array_equal(new.example(0)["tokens"], want)
+    assert not np.array_equal(new.tokens, old.tokens)  # another codec, other tokens
+    assert read_index(again)["build"]["tokens"]["codec"] == "other.safetensors"
+    assert len(TokenData(again).examples) == len(TokenData(out).examples)
+    assert retokenize_folder(out, again, None) == {"tokenized": 0, "already": 1}  # resumable
+    with pytest.raises(DataError, match="source folder"):
+        retokenize_folder(out, out, None)
+    with pytest.raises(DataError, match="no audio"):  # token-only shards cannot be retokenised again
+        retokenize_folder(again, tmp_path / "twice", load_codec_file(other))
 
 
 def test_style_tokens_come_from_the_audio_around_each_hop(reference, tmp_path):

@@ -36,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("folder")
     add_codec_args(p)
     p.add_argument("--levels", type=int, default=12)
+    p.add_argument("--out", help="write token-only copies of the shards here, tokens encoded afresh (the audio is "
+                                 "not copied): an LM's data after the codec changed; resumable")
     add_device_args(p)
     p.set_defaults(func=_tokenize)
 
@@ -85,13 +87,18 @@ def _tokenize(args: argparse.Namespace) -> int:
 
     from openmrt.codec.checkpoint import load_codec
     from openmrt.data.shards import read_index
-    from openmrt.data.tokenize import tokenize_folder
+    from openmrt.data.tokenize import retokenize_folder, tokenize_folder
     from openmrt.device import resolve_device
 
     read_index(args.folder)  # a bad folder fails before a model loads
     model = load_codec(args.codec, resolve_device(args.device), args.encoder, need_encoder=True)
-    stats = tokenize_folder(args.folder, model, args.levels, Path(args.codec or "demo").name)
-    print(f"tokenized {stats['tokenized']} shard(s); {stats['already']} had tokens already")
+    name = Path(args.codec or "demo").name
+    if args.out:
+        stats = retokenize_folder(args.folder, args.out, model, args.levels, name)
+        print(f"retokenized {stats['tokenized']} shard(s) into {args.out}; {stats['already']} were there already")
+    else:
+        stats = tokenize_folder(args.folder, model, args.levels, name)
+        print(f"tokenized {stats['tokenized']} shard(s); {stats['already']} had tokens already")
     return 0
 
 

@@ -5,6 +5,9 @@ and the LM's style input, ``style_tokens`` int16 [T, 12], from a style model ove
 Which codec: whatever ``openmrt.codec.checkpoint.load_codec`` resolves (the shipped demo codec by
 default, our codec file, or the official SpectroStream encoder and codebook).
 Shards gain their tokens one at a time, atomically (rewrite, then rename), so a run can be resumed.
+
+``retokenize_folder`` writes the tokens of another codec into a new folder instead: token-only copies
+of the shards (audio dropped, labels and style tokens kept), what an LM needs after the codec changed.
 """
 
 from __future__ import annotations
@@ -18,11 +21,10 @@ from openmrt.data.shards import float_audio, read_index, save_arrays, write_inde
 from openmrt.errors import DataError
 from openmrt.frame import FRAME_RATE, FRAME_SAMPLES
 
-__all__ = ["style_tokenize_folder", "tokenize_folder"]
+__all__ = ["retokenize_folder", "style_tokenize_folder", "tokenize_folder"]
 
 
-def tokenize_folder(folder: str | Path, model, levels: int = 12, codec_name: str = "") -> dict:
-    """Encode every shard of ``folder`` that has no tokens yet; returns counts."""
+def _encoder(model, levels: int):
     import torch
 
     def encode(audio: np.ndarray, frames: int) -> np.ndarray:
@@ -30,6 +32,12 @@ def tokenize_folder(folder: str | Path, model, levels: int = 12, codec_name: str
         with torch.inference_mode():
             return model.encode(x, levels)[0].cpu().numpy()  # [T, levels]
 
+    return encode
+
+
+def tokenize_folder(folder: str | Path, model, levels: int = 12, codec_name: str = "") -> dict:
+    """Encode every shard of ``folder`` that has no tokens yet; returns counts."""
+    encode = _encoder(model, levels)
     info = {"codec": codec_name, "levels": levels}
     done, skipped = _add_per_frame(folder, "tokens", encode, info, "tokenizing")
     return {"tokenized": done, "already": skipped}
@@ -56,6 +64,45 @@ def style_tokenize_folder(folder: str | Path, style, window_s: float = 10.0, hop
 
     info = {"style": style_name, "window_s": window_s, "hop_frames": hop_frames}
     done, skipped = _add_per_frame(folder, "style_tokens", tokens, info, "style tokens")
+    return {"tokenized": done, "already": skipped}
+
+
+def retokenize_folder(folder: str | Path, out: str | Path, model, levels: int = 12, codec_name: str = "") -> dict:
+    """Token-only copies of ``folder``'s shards in ``out`` (same file names and index entries) with every
+    example encoded afresh by ``model``; the audio is left out (an empty [2, 0] array), all else kept.
+    Shards already in ``out`` are skipped (resume); returns counts."""
+    from tqdm import tqdm
+
+    folder, out = Path(folder), Path(out)
+    if folder.resolve() == out.resolve():
+        raise DataError(f"--out {out} is the source folder: retokenising writes a new folder")
+    index = read_index(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    encode = _encoder(model, levels)
+    info = {"codec": codec_name, "levels": levels}
+    done = skipped = 0
+    for entry in tqdm(index["shards"], desc="retokenizing", unit="shard"):
+        if (out / entry["file"]).is_file():
+            skipped += 1
+            continue
+        with np.load(folder / entry["file"], allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        offsets, audio = arrays["offsets"], arrays.pop("audio")
+        if audio.shape[1] < int(offsets[-1]) * FRAME_SAMPLES:
+            raise DataError(f"{folder / entry['file']} holds no audio for its frames: retokenise from the "
+                            "folder the audio is in")
+        tokens = np.zeros((int(offsets[-1]), levels), np.int16)
+        for f0, f1 in zip(offsets[:-1], offsets[1:], strict=True):
+            tokens[f0:f1] = encode(audio[:, f0 * FRAME_SAMPLES:f1 * FRAME_SAMPLES], int(f1 - f0))
+        meta = json.loads(str(arrays["meta"]))
+        meta["tokens"] = info
+        arrays.update({"audio": np.zeros((2, 0), np.int16), "tokens": tokens, "meta": np.array(json.dumps(meta))})
+        arrays.pop("drum_audio", None)  # audio too: the LM never reads it
+        save_arrays(out / entry["file"], arrays)
+        done += 1
+    new = {**index, "build": {"kind": "retokenized", "source": str(folder), "source_build": index.get("build"),
+                              "tokens": info}}
+    (out / "index.json").write_text(json.dumps(new, indent=1))
     return {"tokenized": done, "already": skipped}
 
 
