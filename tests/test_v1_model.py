@@ -86,11 +86,12 @@ def test_v1_chunk_decoder_is_reused_across_chunks(tiny):
         dec.run(torch.cat([ids, ids]), steps=16)
 
 
-@pytest.mark.parametrize("frame_start", [True, False])
-def test_v1_decode_step_reads_no_host_value(tiny, frame_start):
-    """What a CUDA graph captures (ChunkDecoder._step) traces as one graph: positions, sampling, EOS and forcing
-    all stay on the device (a host read such as .item() or bool() would break the trace). The GPU replay itself
-    is tested on CUDA below."""
+@pytest.mark.parametrize("frame_start,greedy,guided", [(True, False, True), (False, False, True),
+                                                       (True, True, False), (False, False, False)])
+def test_v1_decode_step_reads_no_host_value(tiny, frame_start, greedy, guided):
+    """What a CUDA graph captures (ChunkDecoder._step) traces as one graph: positions, guidance weight,
+    temperature, sampling, EOS and forcing all stay on the device (a host read such as .item() or bool() would
+    break the trace). The GPU replay itself is tested on CUDA below."""
     dec = ChunkDecoder(tiny, 2)
     tiny.begin(dec.state, context_ids(3))
     dec.buf.token.fill_(0)
@@ -99,7 +100,7 @@ def test_v1_decode_step_reads_no_host_value(tiny, frame_start):
     torch._dynamo.reset()
     step = torch.compile(dec._step, backend="eager", fullgraph=True)
     with torch.no_grad():
-        step(V1Sampling(), frame_start)
+        step((frame_start, 40, greedy, guided))
     assert int(dec.buf.step) == (1 if frame_start else 6)
 
 
@@ -116,6 +117,10 @@ def test_v1_chunk_graphs_match_eager_on_cuda(tiny, sampling):
             def at(s, noise=noise):
                 return noise[s].cuda()
             assert torch.equal(graphed.run(ids, sampling, noise=at), eager.run(ids, sampling, noise=at))
+        captured = len(graphed._graphs)
+        other = V1Sampling(sampling.guidance * 0.5 + (sampling.guidance != 0), sampling.temperature * 0.9, 40)
+        assert torch.equal(graphed.run(ids, other, noise=at), eager.run(ids, other, noise=at))
+        assert len(graphed._graphs) == captured  # a new weight or temperature reuses the captured steps
     finally:
         tiny.cpu()
 

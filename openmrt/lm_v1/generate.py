@@ -47,6 +47,8 @@ class DecodeBuffers(StreamState):
     noise: torch.Tensor  # [levels, B, V] this frame's Gumbel noise, one row per level
     forced: torch.Tensor  # [B, steps] tokens fed back instead of the samples when use_forced
     use_forced: torch.Tensor  # [] bool
+    guidance: torch.Tensor  # [] float32 CFG weight
+    temperature: torch.Tensor  # [] float32
 
 
 class ChunkDecoder:
@@ -60,19 +62,24 @@ class ChunkDecoder:
         self.model, self.batch, self.cuda_graph = model, batch, cuda_graph
         self.state: V1State = model.init_state(batch) if state is None else state
         z = lambda *shape, dtype=torch.long: torch.zeros(shape, dtype=dtype, device=p.device)  # noqa: E731
+        f32 = torch.float32
         self.buf = DecodeBuffers(z(1), z(batch), z(batch, dtype=torch.bool), z(batch, cfg.steps),
-                                 z(cfg.levels, batch, cfg.num_embeddings, dtype=torch.float32), z(batch, cfg.steps),
-                                 z(dtype=torch.bool))
-        self._graphs: dict[tuple[V1Sampling, bool], torch.cuda.CUDAGraph] = {}
+                                 z(cfg.levels, batch, cfg.num_embeddings, dtype=f32), z(batch, cfg.steps),
+                                 z(dtype=torch.bool), z(dtype=f32), z(dtype=f32))
+        # Captured steps per (kind, top-k, greedy, guided): the guidance weight and temperature are buffers, so a
+        # live slider does not capture new graphs.
+        self._graphs: dict[tuple[bool, int, bool, bool], torch.cuda.CUDAGraph] = {}
 
-    def _step(self, sampling: V1Sampling, frame_start: bool) -> torch.Tensor:
-        """One step, positions read from the device step counter. Returns the raw logits [B, V]."""
+    def _step(self, kind: tuple[bool, int, bool, bool]) -> torch.Tensor:
+        """One step, positions read from the device step counter. Returns the raw logits [B, V].
+        ``kind``: (frame start, top-k, greedy, guided), the host-side choices a captured step bakes in."""
+        frame_start, top_k, greedy, guided = kind
         b, levels = self.buf, self.model.cfg.levels
         level = b.step % levels
         raw = self.model.advance(self.state, b.token, b.step // levels, level, (b.step - 1) % levels, frame_start)
-        new = sample(cfg_combine(raw, sampling.guidance), sampling.temperature, sampling.top_k,
-                     b.noise.index_select(0, level)[0])
-        if sampling.guidance != 0:
+        logits = cfg_combine(raw, b.guidance) if guided else raw
+        new = logits.argmax(-1) if greedy else sample(logits, b.temperature, top_k, b.noise.index_select(0, level)[0])
+        if guided:
             new = new[0::2].repeat_interleave(2)
         new = new.masked_fill(b.ended, 0)
         b.out.index_copy_(1, b.step, new[:, None])
@@ -90,21 +97,20 @@ class ChunkDecoder:
             self.state.copy_(saved)
             self.buf.copy_(buf)
 
-    def _graph(self, sampling: V1Sampling, frame_start: bool) -> torch.cuda.CUDAGraph:
-        key = (sampling, frame_start)
-        if key not in self._graphs:
+    def _graph(self, kind: tuple[bool, int, bool, bool]) -> torch.cuda.CUDAGraph:
+        if kind not in self._graphs:
             with self._kept():  # warm-up and capture steps must not count
                 side = torch.cuda.Stream(self.buf.step.device)
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):  # warm-up off the capture stream (cuBLAS workspaces)
                     for _ in range(2):
-                        self._step(sampling, frame_start)
+                        self._step(kind)
                 torch.cuda.current_stream().wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
-                    self._step(sampling, frame_start)
-            self._graphs[key] = graph
-        return self._graphs[key]
+                    self._step(kind)
+            self._graphs[kind] = graph
+        return self._graphs[kind]
 
     def _fill_noise(self, s: int, count: int, noise, generator) -> None:
         """The noise of steps s .. s + count − 1 into rows s % levels .. of the buffer."""
@@ -147,14 +153,17 @@ class ChunkDecoder:
         b.use_forced.fill_(forced is not None)
         if forced is not None:
             b.forced[:, :steps] = forced[:, :steps]
-        sampled = sampling.temperature > GREEDY_BELOW  # greedy decoding reads no noise
+        b.guidance.fill_(sampling.guidance)
+        b.temperature.fill_(sampling.temperature)
+        greedy = sampling.temperature <= GREEDY_BELOW  # greedy decoding reads no noise
+        kinds = [(start, sampling.top_k, greedy, sampling.guidance != 0) for start in (False, True)]
         levels, done = cfg.levels, 0
         for s in range(steps):
             q, done = s % levels, s + 1
             if not self.cuda_graph:
-                if sampled:
+                if not greedy:
                     self._fill_noise(s, 1, noise, generator)
-                raw = self._step(sampling, q == 0)
+                raw = self._step(kinds[q == 0])
                 if on_logits is not None:
                     on_logits(s, raw)
                 if bool(b.ended.all()):
@@ -164,9 +173,9 @@ class ChunkDecoder:
                 if s and bool(b.ended.all()):
                     done = s
                     break  # the rows ended within the last frame wrote 0s since: the same tokens
-                if sampled:
+                if not greedy:
                     self._fill_noise(s, min(levels, steps - s), noise, generator)
-            self._graph(sampling, q == 0).replay()
+            self._graph(kinds[q == 0]).replay()
         self.state.step.fill_(done)  # the model state's own count, as model.step keeps it
         return b.out[:, :steps].clone()
 

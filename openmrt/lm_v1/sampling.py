@@ -10,10 +10,11 @@ TOPK_MASKED = -1e7  # t5x's NEG_INF for logits outside the top-k
 GREEDY_BELOW = 1e-4  # t5x: temperatures at or below this take the argmax
 
 
-def cfg_combine(logits: torch.Tensor, weight: float) -> torch.Tensor:
+def cfg_combine(logits: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
     """logits [2G, V] as (conditioned, unconditioned) row pairs -> (1+w) L0 - w L1 repeated to both rows
-    of each pair (the official repeats the guided row); w = 0 leaves every row as it is."""
-    if weight == 0:
+    of each pair (the official repeats the guided row); a number w = 0 leaves every row as it is (a tensor
+    weight, as a CUDA graph reads it, always combines)."""
+    if not torch.is_tensor(weight) and weight == 0:
         return logits
     pairs = logits.unflatten(0, (-1, 2))
     guided = (1 + weight) * pairs[:, 0] - weight * pairs[:, 1]
@@ -34,11 +35,12 @@ def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator | None = Non
     return -torch.log(-torch.log(u))
 
 
-def sample(logits: torch.Tensor, temperature: float, top_k: int, gumbel: torch.Tensor | None = None,
+def sample(logits: torch.Tensor, temperature: float | torch.Tensor, top_k: int, gumbel: torch.Tensor | None = None,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """logits [B, V] float32 -> ids [B]. ``gumbel`` [B, V] injects the noise (e.g. the official run's);
-    without it the noise is drawn from ``generator``."""
-    if temperature <= GREEDY_BELOW:
+    without it the noise is drawn from ``generator``. A number temperature <= 1e-4 takes the argmax (a tensor
+    one, as a CUDA graph reads it, never: the caller decides greedy decoding)."""
+    if not torch.is_tensor(temperature) and temperature <= GREEDY_BELOW:
         return logits.argmax(-1)
     l = top_k_mask(logits / temperature, top_k)
     if gumbel is None:
