@@ -94,7 +94,7 @@ class Salience(nn.Module):
     magnitude, a 1×1 mix of its harmonics and an octave-wide conv along the pitch axis (overlapping partials
     of chords), per frame; then, with ``dilations``, a causal conv stack over each pitch's past frames
     (kernel 3: 150 ms of the past at (1, 2, 4, 8)), so a note's attack and decay are read over time, not
-    from one 45 ms window: held-out frame F1 0.69 → 0.74+ (docs/models.md, round 5). Supervised with the
+    from one 45 ms window: held-out frame F1 0.69 → 0.77 in the round-5 codec (docs/models.md). Supervised with the
     notes (train/codec2.py). Streams with ``step`` and the stack's fixed-size state ([B·128, past, C])."""
 
     def __init__(self, channels: int = 32, dilations: tuple[int, ...] = ()):
