@@ -16,7 +16,9 @@ base gives them in-place reset, copying, cloning and (de)serialisation for savin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -105,3 +107,15 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
 def load_tensors(path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a stream-state file; any failure is a CheckpointError naming ``what`` and the file."""
     return weights.load_tensors(path, what, kind=STATE_KIND)
+
+
+@contextlib.contextmanager
+def kept(*states: StreamState | torch.Tensor) -> Iterator[None]:
+    """Steps run inside leave ``states`` (streaming states or buffers) as they were: warm-up, capture and compile
+    steps of CUDA graphs and compiled steps must not count as frames played."""
+    saved = [s.clone() for s in states]
+    try:
+        yield
+    finally:
+        for s, v in zip(states, saved, strict=True):
+            s.copy_(v)

@@ -286,7 +286,7 @@ class HarmonicDecoder(nn.Module):
 
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> DecoderState:
         state = self.trunk.init_state(batch, device, dtype)
-        if getattr(self, "attack_frames", 1) > 1:
+        if self.attack_frames > 1:
             state.onsets = torch.zeros(batch, self.attack_frames - 1, PITCHES, device=device, dtype=dtype)
         return state
 
@@ -297,6 +297,7 @@ class PlainDecoder(HarmonicDecoder):
     def __init__(self, latent_dim: int = 128, width: int = 256, frame_width: int = 128, **_):
         nn.Module.__init__(self)
         self.trunk = DecoderTrunk(latent_dim, width, frame_width)
+        self.attack_frames = 1  # no onset lift: no onset history in its state
         self.pitch = nn.Linear(frame_width, PITCHES)
         self.onset = nn.Linear(frame_width, PITCHES)
         self.out = nn.Linear(frame_width, 2 * BINS)

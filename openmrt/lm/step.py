@@ -23,7 +23,6 @@ batch runs at the next captured size instead of its capacity.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from openmrt import tokens as tk
 from openmrt.lm.packed import PackedAttention, PackedLM
 from openmrt.lm.sampling import cfg_mix_rows, hashed_gumbel, noise_index, sample_rows
-from openmrt.streaming import StreamState
+from openmrt.streaming import StreamState, kept
 
 NEVER = 1 << 62  # position of the dump slot: never visible
 
@@ -115,15 +114,9 @@ class FrameStep:
         """Frame offset of each slot: sink -1 (always visible), ring 0..c-1, dump NEVER."""
         return torch.cat([torch.tensor([-1]), torch.arange(c), torch.tensor([NEVER])]).to(dev)
 
-    @contextlib.contextmanager
     def kept(self):
         """Frames run inside leave the streams as they were (warm-up, capture and compile frames)."""
-        saved, out = self.state.clone(), self.out.clone()
-        try:
-            yield
-        finally:
-            self.state.copy_(saved)
-            self.out.copy_(out)
+        return kept(self.state, self.out)
 
     def write_sinks(self) -> None:
         """Slot 0 of every temporal cache holds the layer's sink key (pre-divided by the query scale)."""

@@ -14,7 +14,6 @@ host sync inside a frame. ``generate_chunk`` is the one-call form.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ from openmrt.errors import ConfigError
 from openmrt.lm_v1.model import BOS, V1LM, V1State
 from openmrt.lm_v1.sampling import GREEDY_BELOW, cfg_combine, gumbel_noise, sample
 from openmrt.lm_v1.tokens import EOS
-from openmrt.streaming import StreamState
+from openmrt.streaming import StreamState, kept
 
 
 @dataclass(frozen=True)
@@ -88,18 +87,9 @@ class ChunkDecoder:
         b.step.add_(1)
         return raw
 
-    @contextlib.contextmanager
-    def _kept(self):
-        saved, buf = self.state.clone(), self.buf.clone()
-        try:
-            yield
-        finally:
-            self.state.copy_(saved)
-            self.buf.copy_(buf)
-
     def _graph(self, kind: tuple[bool, int, bool, bool]) -> torch.cuda.CUDAGraph:
         if kind not in self._graphs:
-            with self._kept():  # warm-up and capture steps must not count
+            with kept(self.state, self.buf):  # warm-up and capture steps must not count
                 side = torch.cuda.Stream(self.buf.step.device)
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):  # warm-up off the capture stream (cuBLAS workspaces)
