@@ -52,18 +52,18 @@ def test_pieces_are_the_shared_loaders_first_window_after_the_intro(heldout, pie
 
 
 def test_an_oracle_scores_the_ceiling(pieces):
-    seen = {"piece": -1}
+    # the calls evaluate_lm makes, in order: each piece as it is (drums on if it has drums, else auto),
+    # then for pieces with drums its drums-off and drums-auto twins
+    calls = iter([(p, flag) for p in pieces
+                  for flag in ((1, 0, tk.MASKED) if p.drums.any() else (tk.MASKED,))])
 
     def oracle(cond: np.ndarray, samples: int) -> np.ndarray:
-        drums_off = int(cond[0, tk.DRUMS]) == 0  # the drums-off twin of the clip just generated
-        if not drums_off:
-            seen["piece"] += 1
-        p = pieces[seen["piece"]]
-        assert samples == len(p.audio)
-        if drums_off:
-            return p.audio - p.drum_audio  # the stem removed: what a perfect drums-off sounds like
+        p, flag = next(calls)
+        assert samples == len(p.audio) and int(cond[0, tk.DRUMS]) == flag
         assert (cond[:, tk.NOTES] == p.states).all()  # the clip's own note states drive generation
-        return p.audio
+        if flag == 0:
+            return p.audio - p.drum_audio  # the stem removed: what a perfect drums-off sounds like
+        return p.audio  # a perfect drums on, and an auto that plays the piece's drums
 
     out = evaluate_lm(oracle, pieces)
     assert out["note_clips"] == len(pieces)
@@ -71,6 +71,8 @@ def test_an_oracle_scores_the_ceiling(pieces):
     assert 0 < out["onset_f1_ceiling"] <= 1
     assert out["drum_clips"] == sum(bool(p.drums.any()) for p in pieces) > 0
     assert out["drums_off_energy_ratio"] == pytest.approx(out["drums_off_energy_floor"])
+    assert out["drums_off_vs_auto_energy_ratio"] == pytest.approx(out["drums_off_energy_floor"])
+    assert next(calls, None) is None  # every expected call was made
     assert out["drums_off_energy_ratio"] < 0.9  # removing the stem removes percussive energy
 
 

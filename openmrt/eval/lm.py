@@ -10,9 +10,10 @@ Every figure is judged against the ceiling the same judge reaches on the source 
   source notes (50 ms, ±50 cents, offsets ignored); ceiling = the source rendering, same judge.
 * pitch-class F1 at 25 Hz: frames × 12 pitch classes sounding, transcription vs source MIDI.
 * drums-off energy ratio: percussive energy above 5 kHz (librosa HPSS) of the clip generated
-  with drums off over the same clip with drums on, on clips whose piece has drums; its floor is
-  the source mix without its drum stem over the full mix (bright pitched parts, e.g. distorted
-  guitars, leave some percussive energy there).
+  with drums off over the same clip with drums on, on clips whose piece has drums, and over the
+  same clip with drums auto (the flag masked: the LM decides); its floor is the source mix
+  without its drum stem over the full mix (bright pitched parts, e.g. distorted guitars, leave
+  some percussive energy there).
 * style top-1: for each style of the data engine, generate with its name as the prompt (notes and
   drums unspecified), embed the audio with the bundle's style model, classify among the names.
 
@@ -122,7 +123,7 @@ def evaluate_lm(generate: Generate, pieces: list[Piece], style_model=None, style
     """All figures of the module docstring, as means over pieces, with their ceilings and ratios."""
     from openmrt.style.data import style_label
 
-    on, pc, on_ceil, pc_ceil, ratio, floor = [], [], [], [], [], []
+    on, pc, on_ceil, pc_ceil, ratio, ratio_auto, floor = [], [], [], [], [], [], []
     for p in pieces:
         frames, n = len(p.states), len(p.audio)
         style = style_model.tokens_for([(style_label(p.style), 1.0)]) if style_model is not None and p.style else None
@@ -133,8 +134,10 @@ def evaluate_lm(generate: Generate, pieces: list[Piece], style_model=None, style
             oc, cc = _note_scores(p.notes, p.audio, frames)
             on.append(o), pc.append(c), on_ceil.append(oc), pc_ceil.append(cc)
         if with_drums:
-            off = generate(conditioning(p, style, drums=False), n)
-            ratio.append(percussive_energy(off) / max(percussive_energy(audio), 1e-12))
+            off = percussive_energy(generate(conditioning(p, style, drums=False), n))
+            auto = generate(conditioning(p, style, drums=None), n)
+            ratio.append(off / max(percussive_energy(audio), 1e-12))
+            ratio_auto.append(off / max(percussive_energy(auto), 1e-12))
             if p.drum_audio is not None:
                 floor.append(percussive_energy(p.audio - p.drum_audio) / max(percussive_energy(p.audio), 1e-12))
 
@@ -144,7 +147,8 @@ def evaluate_lm(generate: Generate, pieces: list[Piece], style_model=None, style
     out = {"pieces": len(pieces), "note_clips": len(on),
            "onset_f1": mean(on), "onset_f1_ceiling": mean(on_ceil),
            "pitch_class_f1": mean(pc), "pitch_class_f1_ceiling": mean(pc_ceil),
-           "drum_clips": len(ratio), "drums_off_energy_ratio": mean(ratio), "drums_off_energy_floor": mean(floor)}
+           "drum_clips": len(ratio), "drums_off_energy_ratio": mean(ratio),
+           "drums_off_vs_auto_energy_ratio": mean(ratio_auto), "drums_off_energy_floor": mean(floor)}
     out["onset_f1_ratio"] = out["onset_f1"] / out["onset_f1_ceiling"] if out["onset_f1_ceiling"] > 0 else math.nan
     out["pitch_class_f1_ratio"] = (out["pitch_class_f1"] / out["pitch_class_f1_ceiling"]
                                    if out["pitch_class_f1_ceiling"] > 0 else math.nan)
