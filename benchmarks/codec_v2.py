@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
             for k in range(codes.shape[1]):
                 t0 = time.perf_counter()
                 mag = model.decoder.step(model.quantizer.decode(codes[:, k])[:, None], state.decoder)["mag"]
+                mag = model._limit(mag)
                 t1 = time.perf_counter()
                 phase = rtpghi_step(mag.mean(1), state.phase, model.tol).float()
                 t2 = time.perf_counter()

@@ -12,6 +12,7 @@ import torch
 from openmrt.codec.harmonic import BIN_HZ, HarmonicDecoder, hann_lobe
 from openmrt.codec.rtpghi import analysis
 from openmrt.codec.v2 import (
+    MAX_FRAME_ENERGY,
     CodecV2,
     CodecV2Config,
     grid_magnitudes,
@@ -48,6 +49,29 @@ def test_streaming_equals_whole_sequence(decoder, salience, attack):
         assert steps[0].abs().max() == 0  # step 0 finishes the padding's span only
         torch.testing.assert_close(torch.cat(steps[1:], 1), y, atol=1e-5, rtol=1e-4)
         assert {k: v.data_ptr() for k, v in dec.tensors().items()} == buffers  # fixed state, updated in place
+
+
+def test_a_frame_the_decoder_blows_up_is_capped_in_both_modes():
+    """Latents far outside what the encoder makes (as an LM's unseen token combinations can give) drive the
+    decoder's heads to their clamps; the frame-energy cap keeps the audio below full scale, streamed or not."""
+    torch.manual_seed(0)
+    model = CodecV2(CodecV2Config(**TINY)).eval()
+    emb = torch.randn(1, 6, 16)
+    emb[:, 3] *= 30  # one wild frame among ordinary ones (energy ~1e10, as an LM-made burst)
+    with torch.no_grad():
+        raw = model.decode_magnitudes(emb)["mag"]
+        assert ((raw.mean(1) * model.out_gain.exp()) ** 2).sum(-1).max() > 1e3 * MAX_FRAME_ENERGY  # it does blow up
+        y = model.decode_latents(emb)
+        dec = model.init_decode_state(1)
+        steps = torch.cat([model.decode_latents_step(emb[:, k], dec) for k in range(6)][1:], 1)
+    torch.testing.assert_close(steps, y, atol=1e-5, rtol=1e-4)
+    rms = y[0].pow(2).mean(-1).view(-1, 240).mean(-1).sqrt()  # per 5 ms
+    assert rms.max() < 1.0  # below full scale (the decoder's 2 is the output's 1)
+    ordinary = emb.clone()
+    ordinary[:, 3] /= 30
+    with torch.no_grad():  # and frames in the normal range are left alone
+        mag = model.decode_magnitudes(ordinary)["mag"]
+        torch.testing.assert_close(model._limit(mag), mag)
 
 
 def test_output_gain_fit_brings_the_decoded_level_to_the_original(tmp_path):

@@ -55,6 +55,11 @@ from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
 from openmrt.streaming import StreamState
 
 FORMAT = "openmrt-codec-v2"
+# A decoded frame's energy (Σ over bins of the mid magnitude², output EQ applied, sinusoid units) is capped at
+# what a −6 dBFS sinusoid gives at the output (amplitude 1 before the output stage's 0.5). Real audio decodes to
+# at most ~0.3 (held-out and training clips); an LM can sample token combinations the decoder never saw, and
+# one such frame reached 4·10¹¹: a full-scale burst. Per frame and stateless, so both modes keep agreeing.
+MAX_FRAME_ENERGY = 1.5
 
 
 @dataclass(frozen=True)
@@ -181,8 +186,14 @@ class CodecV2(nn.Module):
 
     def magnitudes_to_audio(self, mag: torch.Tensor) -> torch.Tensor:
         """Decoder magnitudes [B, 2, 8K, 1081] -> audio [B, (K − 1)·1920, 2] (phase head + inverse STFT)."""
+        mag = self._limit(mag)
         phase = rtpghi(mag.mean(1), self.tol).to(mag.device, mag.dtype)
         return synthesis(self._spectrum(mag, phase))
+
+    def _limit(self, mag: torch.Tensor) -> torch.Tensor:
+        """Scale down frames louder than MAX_FRAME_ENERGY (before the phase head, so it sees sane magnitudes)."""
+        energy = ((mag.mean(1) * self.out_gain.exp()) ** 2).sum(-1)  # [B, F]
+        return mag * torch.rsqrt(torch.clamp(energy / MAX_FRAME_ENERGY, min=1.0))[:, None, :, None]
 
     def _spectrum(self, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """Magnitudes [B, 2, F, 1081] and the shared phase [B, F, 1081] -> the complex frames to invert."""
@@ -224,7 +235,7 @@ class CodecV2(nn.Module):
 
     def decode_latents_step(self, emb: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """Embedding of code frame k [B, D] -> audio of frame k − 1 [B, 1920, 2] (step 0: zeros)."""
-        mag = self.decoder.step(emb[:, None], state.decoder)["mag"]  # [B, 2, 8, 1081]
+        mag = self._limit(self.decoder.step(emb[:, None], state.decoder)["mag"])  # [B, 2, 8, 1081]
         phase = rtpghi_step(mag.mean(1), state.phase, self.tol).to(mag.device, mag.dtype)
         out = synthesis_step(self._spectrum(mag, phase), state.synth)
         out = out * (state.steps >= self.decoder_latency_frames).to(out.dtype)
