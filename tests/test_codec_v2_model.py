@@ -25,10 +25,12 @@ from openmrt.errors import CheckpointError, ConfigError
 TINY = dict(latent_dim=16, width=32, frame_width=16, groups=2)
 
 
-@pytest.mark.parametrize("decoder,salience,attack", [("harmonic", (), 1), ("plain", (), 1), ("harmonic", (1, 2), 8)])
-def test_streaming_equals_whole_sequence(decoder, salience, attack):
+@pytest.mark.parametrize("decoder,salience,attack,lift", [
+    ("harmonic", (), 1, ()), ("plain", (), 1, ()), ("harmonic", (1, 2), 8, ()), ("harmonic", (), 16, (1.0, 0.9))])
+def test_streaming_equals_whole_sequence(decoder, salience, attack, lift):
     torch.manual_seed(0)
-    model = CodecV2(CodecV2Config(decoder=decoder, salience_dilations=salience, attack_frames=attack, **TINY)).eval()
+    model = CodecV2(CodecV2Config(decoder=decoder, salience_dilations=salience, attack_frames=attack,
+                                  attack_lift=lift, **TINY)).eval()
     if attack > 1:  # onsets open in some frames, so the lift's history (carried across steps) matters
         torch.nn.init.normal_(model.decoder.onset.weight, std=2.0)
     model.out_gain.copy_(0.3 * torch.randn(1081))  # the output EQ applies in both modes
@@ -326,6 +328,44 @@ def test_salience_time_stack_starts_as_the_per_frame_salience_and_is_causal():
         b = timed(changed)
     torch.testing.assert_close(a[:, :25], b[:, :25])
     assert not torch.allclose(a[:, 25:], b[:, 25:]) and not torch.allclose(a, frame(mag))
+
+
+def test_a_fixed_attack_lift_decays_from_its_peak_over_its_frames():
+    from openmrt.codec.harmonic import PITCHES
+
+    model = CodecV2(CodecV2Config(attack_frames=16, attack_lift=(1.0, 0.9), **TINY))
+    assert not hasattr(model.decoder, "attack")  # nothing learned: the shape is the design
+    onsets = torch.zeros(1, 40, PITCHES)
+    onsets[0, 10, 60] = 1.0
+    lift = model.decoder._lift(onsets, None)  # [B, T, G, 128]
+    want = torch.zeros(40)
+    want[10:26] = 0.9 ** torch.arange(16.0)
+    for g in range(TINY["groups"]):
+        torch.testing.assert_close(lift[0, :, g, 60], want)
+    assert lift[..., 59].abs().sum() == 0
+    with pytest.raises(ConfigError, match="attack_lift"):
+        CodecV2(CodecV2Config(attack_frames=16, attack_lift=(1.0,), **TINY))
+    with pytest.raises(ConfigError, match="attack_lift"):
+        CodecV2(CodecV2Config(attack_frames=16, attack_lift=(1.0, 1.2), **TINY))
+
+
+def test_warm_start_from_a_codec_file_decodes_as_it_and_seeds_the_codebook_statistics(tmp_path):
+    from openmrt.train.codec2 import warm_start
+    from openmrt.train.codec_vq import CodebookLearner
+
+    torch.manual_seed(0)
+    old = CodecV2(CodecV2Config(attack_frames=8, **TINY)).eval()
+    old.out_gain.copy_(0.1 * torch.randn(1081))
+    save_codec_v2(old, tmp_path / "c.safetensors")
+    torch.manual_seed(1)
+    new = CodecV2(CodecV2Config(attack_frames=8, **TINY)).eval()
+    learner = CodebookLearner(new.quantizer, 12)
+    warm_start(new, learner, tmp_path / "c.safetensors")
+    assert bool(learner.initialised)
+    torch.testing.assert_close(learner.embed_sum / learner.cluster_size[..., None], old.quantizer.embedding[:12])
+    x = 0.1 * torch.randn(1, 3 * 1920, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(new.decode(new.encode(x)), old.decode(old.encode(x)))
 
 
 def test_warm_start_keeps_old_columns_of_a_grown_layer(tmp_path):

@@ -72,6 +72,7 @@ class CodecV2Config:
     groups: int = 4  # timbre groups of the harmonic decoder
     salience_dilations: tuple[int, ...] = ()  # the encoder salience's causal time stack (() = per frame: rounds 2-4)
     attack_frames: int = 1  # frames the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4)
+    attack_lift: tuple[float, ...] = ()  # (peak, decay a frame) of a fixed lift (round 6); () = learned
     num_quantizers: int = 12
     codebook_size: int = 1024
     token_levels: int = 12
@@ -159,10 +160,13 @@ class CodecV2(nn.Module):
         self.config = c = config or CodecV2Config()
         if c.decoder not in ("harmonic", "plain"):
             raise ConfigError(f"codec v2 decoder {c.decoder!r}: use 'harmonic' or 'plain'")
+        if c.attack_lift and (len(c.attack_lift) != 2 or not 0 <= c.attack_lift[1] < 1):
+            raise ConfigError(f"codec v2 attack_lift {c.attack_lift}: give (peak, decay a frame), decay in [0, 1)")
         self.encoder = EncoderV2(c.latent_dim, c.width, c.frame_width, c.salience_dilations)
         self.quantizer = ResidualVQ(c.num_quantizers, c.codebook_size, c.latent_dim)
         cls = HarmonicDecoder if c.decoder == "harmonic" else PlainDecoder
-        self.decoder = cls(c.latent_dim, c.width, c.frame_width, groups=c.groups, attack_frames=c.attack_frames)
+        self.decoder = cls(c.latent_dim, c.width, c.frame_width, groups=c.groups, attack_frames=c.attack_frames,
+                           attack_lift=c.attack_lift)
         # Output EQ: natural-log gain per grid bin on the magnitudes the inverse STFT receives (after the phase
         # head, which thus sees the decoder's own magnitudes). Fitted after training on training clips
         # (openmrt.train.codec2.fit_output_gain): the L1-type losses leave the decoder ~0.35 nats too quiet.

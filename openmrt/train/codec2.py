@@ -389,12 +389,21 @@ def run_calibrate(args: argparse.Namespace) -> dict:
 
 
 def warm_start(model: CodecV2, learner: CodebookLearner, path: str | Path) -> None:
-    """Weights and codebook statistics of an earlier run's last.pt (a new optimizer). Parts the earlier design
-    lacked keep their fresh initialisation; a layer that grew inputs keeps its old columns and starts the
-    new ones at 0, so the warm-started codec decodes as the earlier one did at step 0."""
-    state = load_checkpoint(Path(path))
+    """Weights and codebook statistics of an earlier run's last.pt (a new optimizer), or the weights of a codec
+    v2 file (e.g. the shipped one: its codebooks seed the EMA statistics). Parts the earlier design lacked keep
+    their fresh initialisation; a layer that grew inputs keeps its old columns and starts the new ones at 0, so
+    the warm-started codec decodes as the earlier one did at step 0."""
+    from openmrt.codec.v2 import is_codec_v2_file
+
+    if is_codec_v2_file(path):
+        from openmrt.weights import load_tensors
+
+        weights, learned = {k: v.float() for k, v in load_tensors(path, "codec v2")[0].items()}, None
+    else:
+        state = load_checkpoint(Path(path))
+        weights, learned = state["model"], state["learner"]
     own = model.state_dict()
-    for k, v in state["model"].items():
+    for k, v in weights.items():
         if k not in own:
             continue
         if own[k].shape == v.shape:
@@ -407,7 +416,13 @@ def warm_start(model: CodecV2, learner: CodebookLearner, path: str | Path) -> No
                 w[:, f * new_f:f * new_f + old_f] = v[:, f * old_f:(f + 1) * old_f]
             own[k] = w
     model.load_state_dict(own)
-    learner.load_state_dict(state["learner"])
+    if learned is not None:
+        learner.load_state_dict(learned)
+        return
+    with torch.no_grad():  # as if every code had been used once at its current place
+        learner.cluster_size.fill_(1.0)
+        learner.embed_sum.copy_(learner.codebook[: learner.levels])
+        learner.initialised.fill_(True)
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -417,7 +432,8 @@ def train(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     cfg = CodecV2Config(decoder=args.decoder, latent_dim=args.latent_dim, width=args.width,
                         frame_width=args.frame_width, groups=args.groups,
-                        salience_dilations=tuple(args.salience_dilations), attack_frames=args.attack_frames)
+                        salience_dilations=tuple(args.salience_dilations), attack_frames=args.attack_frames,
+                        attack_lift=tuple(args.attack_lift))
     levels = args.levels
     torch.manual_seed(args.seed)
     model = CodecV2(cfg).to(d.device).train()
@@ -566,8 +582,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groups", type=int, default=4, help="timbre groups of the harmonic decoder")
     p.add_argument("--salience-dilations", type=int, nargs="*", default=[1, 2, 4, 8],
                    help="the encoder salience's causal time stack over past frames (none: per frame, rounds 2-4)")
-    p.add_argument("--attack-frames", type=int, default=8,
-                   help="frames (5 ms) the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4)")
+    p.add_argument("--attack-frames", type=int, default=16,
+                   help="frames (5 ms) the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4; 8: round 5)")
+    p.add_argument("--attack-lift", type=float, nargs="*", default=[1.0, 0.9], metavar="PEAK DECAY",
+                   help="a fixed onset lift: peak gain and decay a frame (none: learned, rounds 2-5)")
     p.add_argument("--levels", type=int, default=12, help="RVQ levels")
     p.add_argument("--steps", type=int, default=20000, help="length of the LR schedule")
     p.add_argument("--batch", type=int, default=4)
@@ -581,7 +599,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pitch-pos-weight", type=float, default=2.0, help="BCE weight of sounding pitch-frames")
     p.add_argument("--onset-pos-weight", type=float, default=20.0, help="BCE weight of starting pitch-frames")
     p.add_argument("--mel-weight", type=float, default=0.5, help="weight of the log mel-band L1 (low floor)")
-    p.add_argument("--init", help="start from an earlier run's last.pt (weights, codebooks; new optimizer)")
+    p.add_argument("--init", help="start from an earlier run's last.pt (weights, codebooks; new optimizer) or a "
+                   "codec v2 file")
     p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (encoder and codebooks "
                    "fixed, so tokens made with them stay valid); use with --init")
     p.add_argument("--commit-weight", type=float, default=1.0)
