@@ -343,6 +343,15 @@ def test_a_fixed_attack_lift_decays_from_its_peak_over_its_frames():
     for g in range(TINY["groups"]):
         torch.testing.assert_close(lift[0, :, g, 60], want)
     assert lift[..., 59].abs().sum() == 0
+    # the training losses see the magnitudes without it (else the decoder learns to cancel it)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.decoder.onset.weight, std=2.0)
+    flat = CodecV2(CodecV2Config(attack_frames=16, attack_lift=(0.0, 0.9), **TINY))
+    flat.load_state_dict(model.state_dict())
+    z = torch.randn(1, 4, TINY["latent_dim"])
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode_magnitudes(z, attack=False)["mag"], flat.decode_magnitudes(z)["mag"])
+        assert (model.decode_magnitudes(z)["mag"] > flat.decode_magnitudes(z)["mag"] * 1.01).any()
     with pytest.raises(ConfigError, match="attack_lift"):
         CodecV2(CodecV2Config(attack_frames=16, attack_lift=(1.0,), **TINY))
     with pytest.raises(ConfigError, match="attack_lift"):

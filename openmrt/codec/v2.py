@@ -183,10 +183,11 @@ class CodecV2(nn.Module):
         """[B, N, 2] -> codes [B, ceil(N / 1920), L] int64."""
         return self.quantizer.encode(self.encode_latents(audio), num_levels)
 
-    def decode_magnitudes(self, emb: torch.Tensor) -> dict:
+    def decode_magnitudes(self, emb: torch.Tensor, attack: bool = True) -> dict:
         """Embeddings [B, K, D] -> {"mag": grid magnitudes [B, 2, 8K, 1081] of blocks −1..K − 2,
-        "pitch_logits": [B, 8K, 128]}: output block k is the target frames 8k..8k + 7 of ``grid_magnitudes``."""
-        return self.decoder(emb)
+        "pitch_logits": [B, 8K, 128]}: output block k is the target frames 8k..8k + 7 of ``grid_magnitudes``
+        (``attack=False``: without a fixed onset lift, as the training losses see them)."""
+        return self.decoder(emb, attack)
 
     def magnitudes_to_audio(self, mag: torch.Tensor) -> torch.Tensor:
         """Decoder magnitudes [B, 2, 8K, 1081] -> audio [B, (K − 1)·1920, 2] (phase head + inverse STFT)."""

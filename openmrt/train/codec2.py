@@ -200,7 +200,8 @@ class AutoEncoder(nn.Module):
         z_dec = z
         if bool(self.learner.initialised):
             z_dec, q = self.learner.quantize(z.float(), keep)
-        return {**self.codec.decode_magnitudes(z_dec.to(z.dtype)), "salience": salience}, z, q
+        # without a fixed onset lift: the losses must not teach the decoder to cancel it (harmonic.py)
+        return {**self.codec.decode_magnitudes(z_dec.to(z.dtype), attack=False), "salience": salience}, z, q
 
 
 
