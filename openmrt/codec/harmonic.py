@@ -178,7 +178,7 @@ class HarmonicDecoder(nn.Module):
 
     def __init__(self, latent_dim: int = 128, width: int = 256, frame_width: int = 128, groups: int = 4,
                  env_bands: int = 32, noise_bands: int = 48, side_bands: int = 16, attack_frames: int = 1,
-                 attack_lift: tuple[float, ...] = (), gate_sharpness: float = 1.0):
+                 attack_lift: tuple[float, ...] = ()):
         super().__init__()
         self.trunk = DecoderTrunk(latent_dim, width, frame_width)
         self.groups = groups
@@ -190,12 +190,10 @@ class HarmonicDecoder(nn.Module):
         self.attack_frames = attack_frames
         # ``attack_lift`` (peak, decay a frame) fixes the lift's shape instead of learning it (round 6): the
         # magnitude losses, unsure of an onset's timing, shrank the learned lift to ×1.37 over ~10 ms, while
-        # the onset judge (and a plucked or struck instrument) wants a note louder over its first ~80 ms.
-        # ``gate_sharpness`` τ: the synthesis opens pitch p by σ(τ·ℓₚ) instead of σ(ℓₚ). The losses, unsure of a
-        # pitch, hedge with half-open gates (a blurred average); the judge and the ear want decisive notes.
-        # The losses never see this shaping (``shaped=False`` in training): trained with it, the gains and onset
-        # gates learned to cancel the lift (onset gates at note starts 0.59 -> 0.44 in 2,400 steps).
-        self.attack_lift, self.gate_sharpness = tuple(attack_lift), gate_sharpness
+        # the onset judge (and a plucked or struck instrument) wants a note louder over its first ~80 ms. The
+        # losses never see a fixed lift (``attack=False`` in training): otherwise the gains and onset gates learn
+        # to cancel it (measured: onset gates at note starts 0.59 -> 0.44 in 2,400 steps, onset ratio -0.1).
+        self.attack_lift = tuple(attack_lift)
         if not self.attack_lift:
             self.attack = nn.Parameter(torch.zeros(groups))  # softplus: the onset lift, ×1.7 at the start
             if attack_frames > 1:
@@ -272,18 +270,17 @@ class HarmonicDecoder(nn.Module):
         taps = lift * decay ** torch.arange(k - 1, -1, -1, device=full.device)
         return torch.einsum("btpk,gk->btgp", full.unfold(1, k, 1), taps)  # window j holds frame t − (k − 1 − j)
 
-    def heads(self, h: torch.Tensor, state: DecoderState | None = None, shaped: bool = True) -> dict:
+    def heads(self, h: torch.Tensor, state: DecoderState | None = None, attack: bool = True) -> dict:
         """Frame features [B, T, C] -> {"mag": [B, 2, T, 1081], "pitch_logits", "onset_logits": [B, T, 128]}
-        (``state``: streaming, the attack lift's onset history; ``shaped=False``: without the fixed lift and
-        gate sharpness, as the training losses see them)."""
+        (``state``: streaming, the attack lift's onset history; ``attack=False``: without a fixed lift)."""
         b, t, _ = h.shape
         g = self.groups
         logits, onsets = self.pitch(h), self.onset(h)
-        gate = torch.sigmoid(logits * self.gate_sharpness if shaped else logits)  # [B, T, 128]
+        gate = torch.sigmoid(logits)  # [B, T, 128]
         # The gain only shades a pitch by e^±2 around its group's envelope: a pitch sounds only where its gate
         # is open, so the gates (supervised with the notes) cannot be bypassed by a large gain.
         amp = gate[:, :, None] * torch.exp(2 * torch.tanh(self.gain(h).view(b, t, g, PITCHES) / 2))  # [B, T, G, 128]
-        if shaped or not self.attack_lift:
+        if attack or not self.attack_lift:
             amp = amp * (1 + self._lift(torch.sigmoid(onsets), state))
         mix = torch.sigmoid(self.rolloff(h)).view(b, t, g, 2, 1)
         src = (amp[:, :, :, None] * mix).reshape(b, t, g, 2 * PITCHES)  # roll-off major, as combs()
@@ -295,9 +292,9 @@ class HarmonicDecoder(nn.Module):
         return {"mag": torch.stack([mid * (1 + side), mid * (1 - side)], 1), "pitch_logits": logits,
                 "onset_logits": onsets}
 
-    def forward(self, z: torch.Tensor, shaped: bool = True) -> dict:
+    def forward(self, z: torch.Tensor, attack: bool = True) -> dict:
         """Whole sequence: latents [B, K, D] -> frame block k of every k (see ``heads``)."""
-        return self.heads(self.trunk(z), shaped=shaped)
+        return self.heads(self.trunk(z), attack=attack)
 
     def step(self, z: torch.Tensor, state: DecoderState) -> dict:
         """Next latents [B, k, D] -> their 8k frames; updates ``state`` in place."""
@@ -323,7 +320,7 @@ class PlainDecoder(HarmonicDecoder):
         with torch.no_grad():
             self.out.bias.fill_(math.log(1e-4))
 
-    def heads(self, h: torch.Tensor, state: DecoderState | None = None, shaped: bool = True) -> dict:
+    def heads(self, h: torch.Tensor, state: DecoderState | None = None, attack: bool = True) -> dict:
         b, t, _ = h.shape
         mag = torch.exp(self.out(h).clamp(max=8)).view(b, t, 2, BINS).transpose(1, 2)
         return {"mag": mag, "pitch_logits": self.pitch(h), "onset_logits": self.onset(h)}

@@ -73,7 +73,6 @@ class CodecV2Config:
     salience_dilations: tuple[int, ...] = ()  # the encoder salience's causal time stack (() = per frame: rounds 2-4)
     attack_frames: int = 1  # frames the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4)
     attack_lift: tuple[float, ...] = ()  # (peak, decay a frame) of a fixed lift (round 6); () = learned
-    gate_sharpness: float = 1.0  # the synthesis opens a pitch by σ(τ·logit) (round 6: τ > 1)
     num_quantizers: int = 12
     codebook_size: int = 1024
     token_levels: int = 12
@@ -163,13 +162,11 @@ class CodecV2(nn.Module):
             raise ConfigError(f"codec v2 decoder {c.decoder!r}: use 'harmonic' or 'plain'")
         if c.attack_lift and (len(c.attack_lift) != 2 or not 0 <= c.attack_lift[1] < 1):
             raise ConfigError(f"codec v2 attack_lift {c.attack_lift}: give (peak, decay a frame), decay in [0, 1)")
-        if not c.gate_sharpness > 0:
-            raise ConfigError(f"codec v2 gate_sharpness {c.gate_sharpness}: must be > 0")
         self.encoder = EncoderV2(c.latent_dim, c.width, c.frame_width, c.salience_dilations)
         self.quantizer = ResidualVQ(c.num_quantizers, c.codebook_size, c.latent_dim)
         cls = HarmonicDecoder if c.decoder == "harmonic" else PlainDecoder
         self.decoder = cls(c.latent_dim, c.width, c.frame_width, groups=c.groups, attack_frames=c.attack_frames,
-                           attack_lift=c.attack_lift, gate_sharpness=c.gate_sharpness)
+                           attack_lift=c.attack_lift)
         # Output EQ: natural-log gain per grid bin on the magnitudes the inverse STFT receives (after the phase
         # head, which thus sees the decoder's own magnitudes). Fitted after training on training clips
         # (openmrt.train.codec2.fit_output_gain): the L1-type losses leave the decoder ~0.35 nats too quiet.
@@ -186,12 +183,11 @@ class CodecV2(nn.Module):
         """[B, N, 2] -> codes [B, ceil(N / 1920), L] int64."""
         return self.quantizer.encode(self.encode_latents(audio), num_levels)
 
-    def decode_magnitudes(self, emb: torch.Tensor, shaped: bool = True) -> dict:
+    def decode_magnitudes(self, emb: torch.Tensor, attack: bool = True) -> dict:
         """Embeddings [B, K, D] -> {"mag": grid magnitudes [B, 2, 8K, 1081] of blocks −1..K − 2,
         "pitch_logits": [B, 8K, 128]}: output block k is the target frames 8k..8k + 7 of ``grid_magnitudes``
-        (``shaped=False``: without round 6's fixed onset lift and gate sharpness, as the training losses see
-        them)."""
-        return self.decoder(emb, shaped)
+        (``attack=False``: without a fixed onset lift, as the training losses see them)."""
+        return self.decoder(emb, attack)
 
     def magnitudes_to_audio(self, mag: torch.Tensor) -> torch.Tensor:
         """Decoder magnitudes [B, 2, 8K, 1081] -> audio [B, (K − 1)·1920, 2] (phase head + inverse STFT)."""

@@ -200,8 +200,8 @@ class AutoEncoder(nn.Module):
         z_dec = z
         if bool(self.learner.initialised):
             z_dec, q = self.learner.quantize(z.float(), keep)
-        # without the fixed shaping: the losses must not teach the decoder to cancel it (harmonic.py)
-        return {**self.codec.decode_magnitudes(z_dec.to(z.dtype), shaped=False), "salience": salience}, z, q
+        # without a fixed onset lift: the losses must not teach the decoder to cancel it (harmonic.py)
+        return {**self.codec.decode_magnitudes(z_dec.to(z.dtype), attack=False), "salience": salience}, z, q
 
 
 
@@ -434,7 +434,7 @@ def train(args: argparse.Namespace) -> dict:
     cfg = CodecV2Config(decoder=args.decoder, latent_dim=args.latent_dim, width=args.width,
                         frame_width=args.frame_width, groups=args.groups,
                         salience_dilations=tuple(args.salience_dilations), attack_frames=args.attack_frames,
-                        attack_lift=tuple(args.attack_lift), gate_sharpness=args.gate_sharpness)
+                        attack_lift=tuple(args.attack_lift))
     levels = args.levels
     torch.manual_seed(args.seed)
     model = CodecV2(cfg).to(d.device).train()
@@ -587,8 +587,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frames (5 ms) the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4; 8: round 5)")
     p.add_argument("--attack-lift", type=float, nargs="*", default=[1.0, 0.9], metavar="PEAK DECAY",
                    help="a fixed onset lift: peak gain and decay a frame (none: learned, rounds 2-5)")
-    p.add_argument("--gate-sharpness", type=float, default=1.0,
-                   help="the synthesis opens a pitch by sigmoid(this x its gate logit); the losses never see it")
     p.add_argument("--levels", type=int, default=12, help="RVQ levels")
     p.add_argument("--steps", type=int, default=20000, help="length of the LR schedule")
     p.add_argument("--batch", type=int, default=4)
