@@ -26,7 +26,8 @@ TINY = dict(latent_dim=16, width=32, frame_width=16, groups=2)
 
 
 @pytest.mark.parametrize("decoder,salience,attack,lift", [
-    ("harmonic", (), 1, ()), ("plain", (), 1, ()), ("harmonic", (1, 2), 8, ()), ("harmonic", (), 16, (1.0, 0.9))])
+    ("harmonic", (), 1, ()), ("plain", (), 1, ()), ("harmonic", (1, 2), 8, ()),
+    ("harmonic", (), 16, (1.0, 0.9, 4000.0))])
 def test_streaming_equals_whole_sequence(decoder, salience, attack, lift):
     torch.manual_seed(0)
     model = CodecV2(CodecV2Config(decoder=decoder, salience_dilations=salience, attack_frames=attack,
@@ -333,7 +334,7 @@ def test_salience_time_stack_starts_as_the_per_frame_salience_and_is_causal():
 def test_a_fixed_attack_lift_decays_from_its_peak_over_its_frames():
     from openmrt.codec.harmonic import PITCHES
 
-    model = CodecV2(CodecV2Config(attack_frames=16, attack_lift=(1.0, 0.9), **TINY))
+    model = CodecV2(CodecV2Config(attack_frames=16, attack_lift=(1.0, 0.9, 4000.0), **TINY))
     assert not hasattr(model.decoder, "attack")  # nothing learned: the shape is the design
     onsets = torch.zeros(1, 40, PITCHES)
     onsets[0, 10, 60] = 1.0
@@ -346,16 +347,18 @@ def test_a_fixed_attack_lift_decays_from_its_peak_over_its_frames():
     # the training losses see the magnitudes without it (else the decoder learns to cancel it)
     torch.manual_seed(0)
     torch.nn.init.normal_(model.decoder.onset.weight, std=2.0)
-    flat = CodecV2(CodecV2Config(attack_frames=16, attack_lift=(0.0, 0.9), **TINY))
+    flat = CodecV2(CodecV2Config(attack_frames=16, attack_lift=(0.0, 0.9, 4000.0), **TINY))
     flat.load_state_dict(model.state_dict())
     z = torch.randn(1, 4, TINY["latent_dim"])
     with torch.no_grad():
         torch.testing.assert_close(model.decode_magnitudes(z, attack=False)["mag"], flat.decode_magnitudes(z)["mag"])
-        assert (model.decode_magnitudes(z)["mag"] > flat.decode_magnitudes(z)["mag"] * 1.01).any()
+        lifted, plain = model.decode_magnitudes(z)["mag"], flat.decode_magnitudes(z)["mag"]
+        assert (lifted[..., :150] > plain[..., :150] * 1.01).any()  # below 3.3 kHz: lifted where onsets open
+        torch.testing.assert_close(lifted[..., 226:], plain[..., 226:])  # above 5 kHz: untouched
     with pytest.raises(ConfigError, match="attack_lift"):
         CodecV2(CodecV2Config(attack_frames=16, attack_lift=(1.0,), **TINY))
     with pytest.raises(ConfigError, match="attack_lift"):
-        CodecV2(CodecV2Config(attack_frames=16, attack_lift=(1.0, 1.2), **TINY))
+        CodecV2(CodecV2Config(attack_frames=16, attack_lift=(1.0, 1.2, 4000.0), **TINY))
 
 
 def test_warm_start_from_a_codec_file_decodes_as_it_and_seeds_the_codebook_statistics(tmp_path):

@@ -72,7 +72,7 @@ class CodecV2Config:
     groups: int = 4  # timbre groups of the harmonic decoder
     salience_dilations: tuple[int, ...] = ()  # the encoder salience's causal time stack (() = per frame: rounds 2-4)
     attack_frames: int = 1  # frames the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4)
-    attack_lift: tuple[float, ...] = ()  # (peak, decay a frame) of a fixed lift (round 6); () = learned
+    attack_lift: tuple[float, ...] = ()  # (peak, decay a frame, top Hz) of a fixed lift (round 6); () = learned
     num_quantizers: int = 12
     codebook_size: int = 1024
     token_levels: int = 12
@@ -160,8 +160,9 @@ class CodecV2(nn.Module):
         self.config = c = config or CodecV2Config()
         if c.decoder not in ("harmonic", "plain"):
             raise ConfigError(f"codec v2 decoder {c.decoder!r}: use 'harmonic' or 'plain'")
-        if c.attack_lift and (len(c.attack_lift) != 2 or not 0 <= c.attack_lift[1] < 1):
-            raise ConfigError(f"codec v2 attack_lift {c.attack_lift}: give (peak, decay a frame), decay in [0, 1)")
+        if c.attack_lift and (len(c.attack_lift) != 3 or not 0 <= c.attack_lift[1] < 1 or c.attack_lift[2] <= 0):
+            raise ConfigError(f"codec v2 attack_lift {c.attack_lift}: give (peak, decay a frame, top Hz), "
+                              "decay in [0, 1), top > 0")
         self.encoder = EncoderV2(c.latent_dim, c.width, c.frame_width, c.salience_dilations)
         self.quantizer = ResidualVQ(c.num_quantizers, c.codebook_size, c.latent_dim)
         cls = HarmonicDecoder if c.decoder == "harmonic" else PlainDecoder

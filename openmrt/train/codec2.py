@@ -585,8 +585,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the encoder salience's causal time stack over past frames (none: per frame, rounds 2-4)")
     p.add_argument("--attack-frames", type=int, default=16,
                    help="frames (5 ms) the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4; 8: round 5)")
-    p.add_argument("--attack-lift", type=float, nargs="*", default=[1.0, 0.9], metavar="PEAK DECAY",
-                   help="a fixed onset lift: peak gain and decay a frame (none: learned, rounds 2-5)")
+    p.add_argument("--attack-lift", type=float, nargs="*", default=[1.0, 0.9, 4000.0], metavar="PEAK DECAY TOP_HZ",
+                   help="a fixed onset lift: peak gain, decay a frame, highest partial it lifts (none: learned, "
+                   "rounds 2-5)")
     p.add_argument("--levels", type=int, default=12, help="RVQ levels")
     p.add_argument("--steps", type=int, default=20000, help="length of the LR schedule")
     p.add_argument("--batch", type=int, default=4)
