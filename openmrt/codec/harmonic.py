@@ -197,8 +197,8 @@ class HarmonicDecoder(nn.Module):
         # the drums-off clips' percussive energy above 5 kHz 1.7 times as large.
         self.attack_lift = tuple(attack_lift)
         if self.attack_lift:  # 1 up to the top frequency, 0 from 1.25 times it: the lift stays out of the cymbals' band
-            f = torch.arange(BINS) * BIN_HZ
             top = self.attack_lift[2]
+            f = torch.arange(min(BINS, math.ceil(1.25 * top / BIN_HZ))) * BIN_HZ
             self.register_buffer("lift_band", ((1.25 * top - f) / (0.25 * top)).clamp(0, 1), persistent=False)
         else:
             self.attack = nn.Parameter(torch.zeros(groups))  # softplus: the onset lift, ×1.7 at the start
@@ -288,13 +288,16 @@ class HarmonicDecoder(nn.Module):
         amp = gate[:, :, None] * torch.exp(2 * torch.tanh(self.gain(h).view(b, t, g, PITCHES) / 2))  # [B, T, G, 128]
         mix = torch.sigmoid(self.rolloff(h)).view(b, t, g, 2, 1)
 
-        def partials(a: torch.Tensor) -> torch.Tensor:  # [B, T, G, 128] pitch amplitudes -> [B, T, G, 1081]
-            return torch.matmul((a[:, :, :, None] * mix).reshape(b, t, g, 2 * PITCHES), self.combs())
+        def partials(a: torch.Tensor, bins: int = BINS) -> torch.Tensor:  # [B, T, G, 128] -> [B, T, G, bins]
+            return torch.matmul((a[:, :, :, None] * mix).reshape(b, t, g, 2 * PITCHES), self.combs()[:, :bins])
 
         if not self.attack_lift:
             harm = partials(amp * (1 + self._lift(torch.sigmoid(onsets), state)))
-        elif attack:  # the fixed lift, on the partials below its top frequency only
-            harm = partials(amp) + partials(amp * self._lift(torch.sigmoid(onsets), state)) * self.lift_band
+        elif attack:  # the fixed lift, on the partials below its top frequency only (the band's first bins)
+            harm = partials(amp)
+            n = self.lift_band.shape[0]
+            low = harm[..., :n] + partials(amp * self._lift(torch.sigmoid(onsets), state), n) * self.lift_band
+            harm = torch.cat([low, harm[..., n:]], -1)
         else:
             harm = partials(amp)
         env = torch.exp(torch.matmul(self.env(h).view(b, t, g, -1).clamp(max=8), self.env_interp))
