@@ -73,8 +73,12 @@ def test_tiny_v1_decode_token_exact(tiny, v1_golden, scenario):
         if s in full:
             err[0] = max(err[0], np.abs(raw.numpy() - full[s]).max())
         if temp > 0:  # the ids our top-k keeps are the ones the official noise was drawn for
-            ours = torch.topk(cfg_combine(raw, w) / temp, k).indices.sort().values
-            if not torch.equal(ours, torch.as_tensor(d["gumbel_idx"][s, :, :k]).long().sort().values):
+            v, i = torch.topk(cfg_combine(raw, w) / temp, k + 1)
+            ours = i[:, :k].sort().values
+            # unless the k-th and (k+1)-th are tied within the logits' tolerance (an AVX2 machine rounds
+            # differently: gaps of 1e-6 and 3e-5 flipped there); the tokens below must still be identical
+            tie = bool((v[:, k - 1] - v[:, k] <= (1 + 2 * w) * 1e-4 / temp).any())
+            if not tie and not torch.equal(ours, torch.as_tensor(d["gumbel_idx"][s, :, :k]).long().sort().values):
                 survivors_differ.append(s)
 
     noise = recorded_noise(d) if temp > 0 else None

@@ -188,7 +188,7 @@ class HarmonicDecoder(nn.Module):
         # The lift decays over ``attack_frames`` (ratio σ(decay) a frame, per group) instead of lasting one 5 ms
         # frame: exact note gates with a ~40 ms decaying lift scored an onset ratio of 0.81 against 0.78 without.
         self.attack_frames = attack_frames
-        # ``attack_lift`` (peak, decay a frame) fixes the lift's shape instead of learning it (round 6): the
+        # ``attack_lift`` (peak, decay a frame, top Hz) fixes the lift's shape instead of learning it (round 6): the
         # magnitude losses, unsure of an onset's timing, shrank the learned lift to ×1.37 over ~10 ms, while
         # the onset judge (and a plucked or struck instrument) wants a note louder over its first ~80 ms. The
         # losses never see a fixed lift (``attack=False`` in training): otherwise the gains and onset gates learn
