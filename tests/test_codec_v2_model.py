@@ -338,7 +338,7 @@ def test_a_fixed_attack_lift_decays_from_its_peak_over_its_frames():
     assert not hasattr(model.decoder, "attack")  # nothing learned: the shape is the design
     onsets = torch.zeros(1, 40, PITCHES)
     onsets[0, 10, 60] = 1.0
-    lift = model.decoder._lift(onsets, None)  # [B, T, G, 128]
+    lift = model.decoder._lift(onsets, None).expand(-1, -1, TINY["groups"], -1)  # [B, T, G, 128]
     want = torch.zeros(40)
     want[10:26] = 0.9 ** torch.arange(16.0)
     for g in range(TINY["groups"]):

@@ -200,6 +200,9 @@ class HarmonicDecoder(nn.Module):
             top = self.attack_lift[2]
             f = torch.arange(min(BINS, math.ceil(1.25 * top / BIN_HZ))) * BIN_HZ
             self.register_buffer("lift_band", ((1.25 * top - f) / (0.25 * top)).clamp(0, 1), persistent=False)
+            peak, decay = self.attack_lift[:2]
+            taps = peak * decay ** torch.arange(attack_frames - 1, -1, -1.0)  # oldest frame first, as _lift reads
+            self.register_buffer("lift_taps", taps[None], persistent=False)  # [1, k]: one for every group
         else:
             self.attack = nn.Parameter(torch.zeros(groups))  # softplus: the onset lift, ×1.7 at the start
             if attack_frames > 1:
@@ -257,23 +260,28 @@ class HarmonicDecoder(nn.Module):
             out.append(comb.scatter_add(1, idx.flatten(1), (val * r[None, :, None]).flatten(1)))
         return torch.cat(out)  # [2·128, 1081]: roll-off major
 
-    def _lift(self, onsets: torch.Tensor, state: DecoderState | None) -> torch.Tensor:
-        """Onset gates [B, T, 128] -> the attack lift [B, T, G, 128]: Σₖ softplus(attack)·σ(decay)ᵏ·onset[t − k]
-        (with ``attack_lift`` (peak, decay, top Hz): Σₖ peak·decayᵏ·onset[t − k], the same for every group)."""
+    def _taps(self) -> torch.Tensor:
+        """[G, k] (learned) or [1, k] (fixed, every group alike) weights of the last k frames' onset gates,
+        oldest first: softplus(attack)·σ(decay)ᵏ or peak·decayᵏ for the frame k back."""
         if self.attack_lift:
-            lift = onsets.new_full((self.groups, 1), self.attack_lift[0])
-            decay = onsets.new_full((self.groups, 1), self.attack_lift[1])
-        else:
-            lift = F.softplus(self.attack)[:, None]  # [G, 1]
-            decay = torch.sigmoid(self.attack_decay)[:, None] if self.attack_frames > 1 else None
+            return self.lift_taps
+        lift = F.softplus(self.attack)[:, None]  # [G, 1]
         if self.attack_frames == 1:
-            return lift * onsets[:, :, None]
+            return lift
+        return lift * torch.sigmoid(self.attack_decay)[:, None] ** torch.arange(
+            self.attack_frames - 1, -1, -1, device=lift.device)
+
+    def _lift(self, onsets: torch.Tensor, state: DecoderState | None) -> torch.Tensor:
+        """Onset gates [B, T, 128] -> the attack lift [B, T, G, 128] ([B, T, 1, 128] when fixed):
+        Σₖ tapₖ·onset[t − k]."""
+        taps = self._taps()
+        if self.attack_frames == 1:
+            return taps * onsets[:, :, None]
         k = self.attack_frames
         past = onsets.new_zeros(onsets.shape[0], k - 1, PITCHES) if state is None else state.onsets
         full = torch.cat([past, onsets], 1)  # [B, k − 1 + T, 128]
         if state is not None:
             state.onsets.copy_(full[:, -(k - 1):])
-        taps = lift * decay ** torch.arange(k - 1, -1, -1, device=full.device)
         return torch.einsum("btpk,gk->btgp", full.unfold(1, k, 1), taps)  # window j holds frame t − (k − 1 − j)
 
     def heads(self, h: torch.Tensor, state: DecoderState | None = None, attack: bool = True) -> dict:
