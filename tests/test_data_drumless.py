@@ -64,3 +64,26 @@ def test_shard_without_a_stem_is_refused():
     del src["drum_audio"]
     with pytest.raises(DataError, match="drum stem"):
         drumless_shard(src)
+
+
+def test_lm_trainer_never_masks_a_twins_drums_flag(tmp_path):
+    """Twins are read as such by the LM trainer: their flag 0 survives every augmentation, so "auto" (masked)
+    is learned from the natural pieces only; the originals' flags are masked as usual."""
+    from openmrt import tokens as tk
+    from openmrt.train.conditioning import Augment
+    from openmrt.train.lm import TokenData
+
+    src = _shard([5, 5], frames=20)
+    twin = drumless_shard(src)
+    twin["tokens"] = np.zeros((len(twin["notes"]), 12), np.int16)
+    src.pop("pitched")
+    save_arrays(tmp_path / "shard_00000.npz", src)
+    save_arrays(tmp_path / "shard_00001.npz", twin)
+    write_index(tmp_path, {"kind": "test"})
+    pool = TokenData(tmp_path)
+    assert [ex["fixed_drums"] for ex in pool.examples] == [False, False, True, True]
+    aug = Augment(drums_auto_prob=1.0)
+    drums = lambda exs: (TokenData.batch(exs, np.random.default_rng(0), 8, 20, aug)["cond"][..., tk.DRUMS]  # noqa: E731
+                         - tk.COND_OFFSET).numpy()
+    assert (drums(pool.examples[2:]) == 0).all()
+    assert (drums(pool.examples[:2]) == tk.MASKED).all()

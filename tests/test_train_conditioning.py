@@ -94,10 +94,28 @@ def test_augment_statistics():
     conds = np.stack([augment(style, notes, drums, rng) for _ in range(200)])
     assert conds.shape == (200, t, 144)
     masked = conds == M
-    assert 0.15 < masked[:, :, tk.DRUMS].mean() < 0.35  # dropout 0.15 plus regions
+    assert 0.3 < masked[:, :, tk.DRUMS].mean() < 0.5  # dropout 0.15, regions, whole crops ("auto") 0.2
+    whole = masked[:, :, tk.DRUMS].all(axis=1).mean()
+    assert 0.12 < whole < 0.3  # live play's default, drums masked throughout, is seen in training
     assert masked[:, :, 6:12].mean() > 0.5  # live-style 6 levels in about half the examples
     assert (conds[:, :, tk.NOTES] == tk.NOTE_ON_EITHER).any()  # onset masking happened
     assert (conds[:, :, tk.CFG_STYLE:] == [20, 10, 2]).all()  # default CFG codes untouched by dropout
     assert set(np.unique(conds[:, :, tk.NOTES])) <= {M, 0, 1, 2, 3}
-    none = augment(style, notes, drums, rng, Augment(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, sticky=0.0, style_levels=(12,)))
-    assert (none[:, tk.NOTES] == notes).all() and (none[:, :12] == style).all()
+    none = augment(style, notes, drums, rng, Augment(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, sticky=0.0, style_levels=(12,),
+                                                      drums_auto_prob=0.0))
+    assert (none[:, tk.NOTES] == notes).all() and (none[:, :12] == style).all() and (none[:, tk.DRUMS] == 1).all()
+
+
+def test_augment_never_masks_a_twins_drums_flag():
+    """A drumless twin's flag 0 stays on every frame under every augmentation; the other signals are still masked."""
+    rng = np.random.default_rng(2)
+    t = 125
+    style = np.tile(np.arange(12), (t, 1))
+    notes = roll({60: ([2] + [1] * 9) * 12 + [0] * 5}, t)
+    drums = np.zeros(t, dtype=np.int64)
+    aug = Augment(token_dropout=0.5, region_prob=1.0, drums_auto_prob=1.0)
+    conds = np.stack([augment(style, notes, drums, rng, aug, fixed_drums=True) for _ in range(20)])
+    assert (conds[:, :, tk.DRUMS] == 0).all()
+    assert (conds[:, :, tk.NOTES] == M).mean() > 0.3
+    free = np.stack([augment(style, notes, drums, rng, aug) for _ in range(20)])
+    assert (free[:, :, tk.DRUMS] == M).all()

@@ -5,7 +5,8 @@ plus one random wrapper, ``augment``, that draws those choices. Raw values: -1 m
 notes 0 off / 1 held / 2 onset / 3 on (model picks the onset), drums 0/1.
 
 Order inside ``augment``: pitch-dimension masking and onset masking rewrite the note states,
-contiguous regions are masked per signal, then every token may drop out on its own (0.15).
+contiguous regions are masked per signal, in some examples the drums flag on every frame ("auto"),
+then every token may drop out on its own (0.15).
 The CFG channels carry the scales the model should read (defaults, or sampled for the
 guidance-distillation stage).
 """
@@ -103,11 +104,16 @@ class Augment:
     widths: tuple[int, ...] = (0, 0, 1, 2, 4, 7, 12)
     sticky: float = 0.995  # style: keep the previous frame's tokens
     style_levels: tuple[int, ...] = (6, 12)  # live play uses the coarsest 6: train on both
+    drums_auto_prob: float = 0.2  # per example: the drums flag masked on every frame, as live play's default
+    # ("let the model decide") sends it; without it a whole masked window never occurs in training
 
 
 def augment(style: np.ndarray, notes: np.ndarray, drums: np.ndarray, rng: np.random.Generator,
-            aug: Augment = Augment(), cfg: dict[str, float] | None = None) -> np.ndarray:
-    """One training example's conditioning [T, 144] from its labels."""
+            aug: Augment = Augment(), cfg: dict[str, float] | None = None, fixed_drums: bool = False) -> np.ndarray:
+    """One training example's conditioning [T, 144] from its labels.
+
+    ``fixed_drums``: the drums flag is never masked (drumless twins: edited copies made to teach "off"; masked,
+    they would teach the model that "decide" means no drums for half the pieces that have them)."""
     t = len(notes)
     style = sticky(style, rng.random(t) < aug.sticky)
     levels = int(rng.choice(aug.style_levels))
@@ -124,5 +130,7 @@ def augment(style: np.ndarray, notes: np.ndarray, drums: np.ndarray, rng: np.ran
         if t and rng.random() < aug.region_prob:
             length = int(np.ceil(rng.random() * aug.region_scale * t))
             signals[i] = mask_region(x, int(rng.integers(0, t)), length)
-    style, notes, drums = (drop_tokens(x, rng.random(x.shape) < aug.token_dropout) for x in signals)
-    return assemble(style, notes, drums, cfg)
+    if rng.random() < aug.drums_auto_prob:
+        signals[2] = np.full_like(drums, MASK)
+    style, notes, masked_drums = (drop_tokens(x, rng.random(x.shape) < aug.token_dropout) for x in signals)
+    return assemble(style, notes, drums if fixed_drums else masked_drums, cfg)

@@ -67,6 +67,7 @@ class TokenData:
                 meta = ex.get("meta") or {}  # style name (as a prompt would say it) and caption, for --text-style
                 name = style_label(meta["style"]) if meta.get("style") else None
                 keep["texts"] = [t for t in (name, meta.get("caption")) if t]
+                keep["fixed_drums"] = meta.get("variant") == "drumless"  # a twin's flag 0 is never masked
                 self.examples.append(keep)
         if len(self.examples) <= holdout:
             raise DataError(f"{root}: {len(self.examples)} examples, need more than the {holdout} held out")
@@ -108,7 +109,7 @@ class TokenData:
             if text_style > 0 and ex.get("text_tokens") and rng.random() < text_style:
                 style[:m] = ex["text_tokens"][int(rng.integers(len(ex["text_tokens"])))]
             cfg = sample_scales(rng) if random_cfg else None
-            cond = augment(style, notes, drums, rng, aug, cfg) if aug else np.stack(
+            cond = augment(style, notes, drums, rng, aug, cfg, ex.get("fixed_drums", False)) if aug else np.stack(
                 [tk.make_conditioning(style[t], notes[t], int(drums[t]), cfg) for t in range(crop)])
             conds.append(cond)
             toks.append(codes)
