@@ -72,22 +72,32 @@ def encoder_bands() -> torch.Tensor:
 
 
 STACK_HARMONICS = (0.5, 1, 2, 3, 4, 5, 6)
+# The salience's optional second view: a causal 8640-sample window (5.6 Hz bins) ending where each grid frame ends,
+# so a low note's fundamental and its neighbours get bins of their own (on the grid's 22 Hz bins they share one).
+LONG_WIN = 4 * WIN
+LONG_BINS = LONG_WIN // 2 + 1
 
 
-def harmonic_stack() -> torch.Tensor:
-    """[1081, H·128] weights reading each pitch's partials h·f0 (h in STACK_HARMONICS, harmonic major) off the
-    grid by linear interpolation between bins: the encoder's pitch front end sees a note's harmonics as one
-    column, as a harmonic CQT does (0 above the Nyquist)."""
+def harmonic_stack(bins: int = BINS, win: int = WIN) -> torch.Tensor:
+    """[bins, H·128] weights reading each pitch's partials h·f0 (h in STACK_HARMONICS, harmonic major) off an
+    STFT of window ``win`` by linear interpolation between bins: the encoder's pitch front end sees a note's
+    harmonics as one column, as a harmonic CQT does (0 above the Nyquist)."""
     f0 = 440.0 * 2 ** ((np.arange(PITCHES) - 69) / 12)
-    m = np.zeros((BINS, len(STACK_HARMONICS) * PITCHES), np.float32)
+    m = np.zeros((bins, len(STACK_HARMONICS) * PITCHES), np.float32)
     for i, h in enumerate(STACK_HARMONICS):
-        pos = h * f0 / BIN_HZ
+        pos = h * f0 / (SAMPLE_RATE / win)
         lo = np.floor(pos).astype(int)
-        ok = lo + 1 < BINS
+        ok = lo + 1 < bins
         cols = i * PITCHES + np.arange(PITCHES)
         m[lo[ok], cols[ok]] = 1 - (pos - lo)[ok]
         m[lo[ok] + 1, cols[ok]] = (pos - lo)[ok]
     return torch.from_numpy(m)
+
+
+def _stacked(mag: torch.Tensor, stack: torch.Tensor) -> torch.Tensor:
+    """Magnitudes [B, F, bins] (sinusoid units) -> log harmonic stack [B·F, H, 128], roughly unit scale."""
+    b, f, _ = mag.shape
+    return ((torch.log(torch.matmul(mag, stack) + 1e-5) + 7.0) / 3.0).reshape(b * f, len(STACK_HARMONICS), PITCHES)
 
 
 class Salience(nn.Module):
@@ -96,14 +106,23 @@ class Salience(nn.Module):
     of chords), per frame; then, with ``dilations``, a causal conv stack over each pitch's past frames
     (kernel 3: 150 ms of the past at (1, 2, 4, 8)), so a note's attack and decay are read over time, not
     from one 45 ms window: held-out frame F1 0.69 → 0.77 in the round-5 codec (docs/models.md). Supervised with the
-    notes (train/codec2.py). Streams with ``step`` and the stack's fixed-size state ([B·128, past, C])."""
+    notes (train/codec2.py). Streams with ``step`` and the stack's fixed-size state ([B·128, past, C]).
 
-    def __init__(self, channels: int = 32, dilations: tuple[int, ...] = ()):
+    ``long_window``: the same harmonic stack read off the LONG_WIN magnitudes too, added through its own 1×1 mix
+    (zero-initialised, so a salience without it warm-starts unchanged). Trained alone on the notes, the long view
+    took held-out frame F1 from 0.726 to 0.785 (docs/models.md, round 5's "Next")."""
+
+    def __init__(self, channels: int = 32, dilations: tuple[int, ...] = (), long_window: bool = False):
         super().__init__()
         self.register_buffer("stack", harmonic_stack(), persistent=False)
         h = len(STACK_HARMONICS)
         self.net = nn.Sequential(nn.Conv1d(h, channels, 1), nn.GELU(), nn.Conv1d(channels, channels, 13, padding=6),
                                  nn.GELU(), nn.Conv1d(channels, 1, 1))
+        self.long = nn.Conv1d(h, channels, 1) if long_window else None
+        if self.long is not None:
+            self.register_buffer("long_stack", harmonic_stack(LONG_BINS, LONG_WIN), persistent=False)
+            nn.init.zeros_(self.long.weight)
+            nn.init.zeros_(self.long.bias)
         self.time = CausalStack(channels, tuple(dilations)) if dilations else None
         if self.time is not None:  # each block starts as the identity: a per-frame salience warm-starts unchanged
             for blk in self.time.blocks:
@@ -111,24 +130,29 @@ class Salience(nn.Module):
                 nn.init.zeros_(blk.mix.bias)
         self.channels = channels
 
-    def _run(self, mag: torch.Tensor, state: StackState | None) -> torch.Tensor:
+    def _run(self, mag: torch.Tensor, long: torch.Tensor | None, state: StackState | None) -> torch.Tensor:
         b, _, f, _ = mag.shape
         c = self.channels
-        x = (torch.log(torch.matmul(mag.mean(1), self.stack) + 1e-5) + 7.0) / 3.0  # [B, F, H·128]
-        h = self.net[:4](x.reshape(b * f, len(STACK_HARMONICS), PITCHES))  # [B·F, C, 128]
+        h = self.net[0](_stacked(mag.mean(1), self.stack))  # [B·F, C, 128]
+        if self.long is not None:
+            if long is None or long.shape[:2] != (b, f):
+                raise ValueError("this salience also reads the long window: pass its magnitudes [B, F, "
+                                 f"{LONG_BINS}] for the {f} grid frames (CodecV2.encoder_inputs)")
+            h = h + self.long(_stacked(long, self.long_stack))
+        h = self.net[1:4](h)
         if self.time is not None:  # over frames, one sequence per (row, pitch)
             h = h.view(b, f, c, PITCHES).permute(0, 3, 1, 2).reshape(b * PITCHES, f, c)
             h = self.time(h) if state is None else self.time.step(h, state)
             h = h.view(b, PITCHES, f, c).permute(0, 2, 3, 1).reshape(b * f, c, PITCHES)
         return self.net[4](h).view(b, f, PITCHES)
 
-    def forward(self, mag: torch.Tensor) -> torch.Tensor:
-        """Whole sequence from zero history."""
-        return self._run(mag, None)
+    def forward(self, mag: torch.Tensor, long: torch.Tensor | None = None) -> torch.Tensor:
+        """Whole sequence from zero history: grid magnitudes [B, 2, F, 1081] (and [B, F, LONG_BINS])."""
+        return self._run(mag, long, None)
 
-    def step(self, mag: torch.Tensor, state: StackState | None) -> torch.Tensor:
+    def step(self, mag: torch.Tensor, long: torch.Tensor | None, state: StackState | None) -> torch.Tensor:
         """The next frames; updates ``state`` (None without a time stack) in place."""
-        return self._run(mag, state)
+        return self._run(mag, long, state)
 
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> StackState | None:
         return None if self.time is None else self.time.init_state(batch * PITCHES, device, dtype)

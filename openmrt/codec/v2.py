@@ -25,6 +25,7 @@ from torch import nn
 
 from openmrt.codec.causal1d import CausalStack, StackState
 from openmrt.codec.harmonic import (
+    LONG_WIN,
     MAG_SCALE,
     PITCHES,
     DecoderState,
@@ -71,6 +72,7 @@ class CodecV2Config:
     frame_width: int = 128  # 200 Hz layers
     groups: int = 4  # timbre groups of the harmonic decoder
     salience_dilations: tuple[int, ...] = ()  # the encoder salience's causal time stack (() = per frame: rounds 2-4)
+    long_window: bool = False  # the salience also reads a causal 8640-sample window (harmonic.Salience)
     attack_frames: int = 1  # frames the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4)
     attack_lift: tuple[float, ...] = ()  # (peak, decay a frame, top Hz) of a fixed lift (round 6); () = learned
     num_quantizers: int = 12
@@ -95,11 +97,28 @@ def grid_magnitudes(audio: torch.Tensor, frames: int | None = None) -> torch.Ten
     return analysis(audio, frames).abs() / MAG_SCALE
 
 
+def long_magnitudes(audio: torch.Tensor, frames: int) -> torch.Tensor:
+    """Audio [B, N, 2] -> the salience's long view [B, F, 4321]: mean L/R magnitude (sinusoid units) of a periodic
+    Hann window of LONG_WIN samples ending where grid frame g ends (240 g + 240), zeros before the clip."""
+    x = audio.transpose(1, 2).float()  # [B, 2, N]
+    need = (frames - 1) * HOP + LONG_WIN
+    x = F.pad(x, (LONG_WIN - HOP, max(0, need - (LONG_WIN - HOP) - x.shape[-1])))[..., :need]
+    return _long_frames(x.unfold(-1, LONG_WIN, HOP))
+
+
+def _long_frames(frames: torch.Tensor) -> torch.Tensor:
+    """[B, 2, F, LONG_WIN] samples -> [B, F, LONG_WIN // 2 + 1] mean magnitude in sinusoid units."""
+    n = torch.arange(LONG_WIN, dtype=torch.float64, device=frames.device)
+    hann = (0.5 - 0.5 * torch.cos(2 * torch.pi * n / LONG_WIN)).to(frames.dtype)
+    return (torch.fft.rfft(frames * hann, n=LONG_WIN).abs() / (LONG_WIN / 4)).mean(1)
+
+
 @dataclass
 class EncoderState(StreamState):
     prev: torch.Tensor  # [B, N=1920, 2] the previous block: block k's frames start 1920 samples back
     stack: StackState
     salience: StackState | None = None  # the salience's time stack (None when it reads single frames)
+    history: torch.Tensor | None = None  # [B, 8400, 2] the long window's past (None without one)
 
 
 class EncoderV2(nn.Module):
@@ -109,34 +128,37 @@ class EncoderV2(nn.Module):
     pitch salience (harmonic.Salience, supervised with the notes), so the code carries pitch from the start
     instead of having to discover it through the decoder."""
 
-    def __init__(self, latent_dim: int, width: int, frame_width: int, salience_dilations: tuple[int, ...] = ()):
+    def __init__(self, latent_dim: int, width: int, frame_width: int, salience_dilations: tuple[int, ...] = (),
+                 long_window: bool = False):
         super().__init__()
         self.register_buffer("bands", encoder_bands(), persistent=False)
         nb = self.bands.shape[1]
-        self.salience = Salience(dilations=salience_dilations)
+        self.salience = Salience(dilations=salience_dilations, long_window=long_window)
         self.frame_in = nn.Linear(2 * nb, frame_width)
         self.token_in = nn.Linear(FRAMES_PER_TOKEN * (frame_width + PITCHES), width)
         self.stack = CausalStack(width, (1, 2, 4, 1))
         self.out = nn.Linear(width, latent_dim)
 
-    def _tokens(self, mag: torch.Tensor, state: EncoderState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tokens(self, mag: torch.Tensor, long: torch.Tensor | None,
+                state: EncoderState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, f, _ = mag.shape
         x = (torch.log(torch.matmul(mag, self.bands) + 1e-5) + 7.0) / 3.0  # [B, 2, F, NB], roughly unit scale
         x = F.gelu(self.frame_in(x.transpose(1, 2).reshape(b, f, -1)))
-        sal = self.salience(mag) if state is None else self.salience.step(mag, state.salience)
+        sal = self.salience(mag, long) if state is None else self.salience.step(mag, long, state.salience)
         x = torch.cat([x, torch.sigmoid(sal)], -1)
         return self.token_in(x.reshape(b, f // FRAMES_PER_TOKEN, -1)), sal
 
-    def features(self, mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(latents [B, K, D], pitch salience logits [B, 8K, 128]) of a whole sequence."""
-        x, sal = self._tokens(mag)
+    def features(self, mag: torch.Tensor, long: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents [B, K, D], pitch salience logits [B, 8K, 128]) of a whole sequence; ``long``: the long
+        window's magnitudes (``long_magnitudes``) when the salience reads one."""
+        x, sal = self._tokens(mag, long)
         return self.out(self.stack(x)), sal
 
-    def forward(self, mag: torch.Tensor) -> torch.Tensor:
-        return self.features(mag)[0]
+    def forward(self, mag: torch.Tensor, long: torch.Tensor | None = None) -> torch.Tensor:
+        return self.features(mag, long)[0]
 
-    def step(self, mag: torch.Tensor, state: EncoderState) -> torch.Tensor:
-        return self.out(self.stack.step(self._tokens(mag, state)[0], state.stack))
+    def step(self, mag: torch.Tensor, long: torch.Tensor | None, state: EncoderState) -> torch.Tensor:
+        return self.out(self.stack.step(self._tokens(mag, long, state)[0], state.stack))
 
 
 @dataclass
@@ -163,7 +185,7 @@ class CodecV2(nn.Module):
         if c.attack_lift and (len(c.attack_lift) != 3 or not 0 <= c.attack_lift[1] < 1 or c.attack_lift[2] <= 0):
             raise ConfigError(f"codec v2 attack_lift {c.attack_lift}: give (peak, decay a frame, top Hz), "
                               "decay in [0, 1), top > 0")
-        self.encoder = EncoderV2(c.latent_dim, c.width, c.frame_width, c.salience_dilations)
+        self.encoder = EncoderV2(c.latent_dim, c.width, c.frame_width, c.salience_dilations, c.long_window)
         self.quantizer = ResidualVQ(c.num_quantizers, c.codebook_size, c.latent_dim)
         cls = HarmonicDecoder if c.decoder == "harmonic" else PlainDecoder
         self.decoder = cls(c.latent_dim, c.width, c.frame_width, groups=c.groups, attack_frames=c.attack_frames,
@@ -176,9 +198,15 @@ class CodecV2(nn.Module):
 
     # ---------------------------------------------------------------------------------- whole sequence
 
+    def encoder_inputs(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, N, 2] -> (grid magnitudes [B, 2, F, 1081], the long window's [B, F, 4321] or None): what
+        ``encoder`` / ``encoder.features`` take."""
+        mag = grid_magnitudes(audio)
+        return mag, long_magnitudes(audio, mag.shape[2]) if self.config.long_window else None
+
     def encode_latents(self, audio: torch.Tensor) -> torch.Tensor:
         """[B, N, 2] -> latents [B, ceil(N / 1920), D] (zero-padded to whole frames)."""
-        return self.encoder(grid_magnitudes(audio))
+        return self.encoder(*self.encoder_inputs(audio))
 
     def encode(self, audio: torch.Tensor, num_levels: int | None = None) -> torch.Tensor:
         """[B, N, 2] -> codes [B, ceil(N / 1920), L] int64."""
@@ -218,7 +246,9 @@ class CodecV2(nn.Module):
     def init_encode_state(self, batch: int, device=None, dtype=torch.float32) -> EncoderState:
         return EncoderState(prev=torch.zeros(batch, FRAME_SAMPLES, 2, device=device, dtype=dtype),
                             stack=self.encoder.stack.init_state(batch, device, dtype),
-                            salience=self.encoder.salience.init_state(batch, device, dtype))
+                            salience=self.encoder.salience.init_state(batch, device, dtype),
+                            history=torch.zeros(batch, LONG_WIN - HOP, 2,
+                                                device=device, dtype=dtype) if self.config.long_window else None)
 
     def encode_latents_step(self, block: torch.Tensor, state: EncoderState) -> torch.Tensor:
         """Block k [B, 1920, 2] -> latent k [B, D]."""
@@ -228,7 +258,12 @@ class CodecV2(nn.Module):
         frames = both.transpose(1, 2).unfold(-1, WIN, HOP)  # [B, 2, 8, 2160]
         mag = torch.fft.rfft(frames * window(device=block.device), n=WIN).abs() / MAG_SCALE
         state.prev.copy_(block)
-        return self.encoder.step(mag, state)[:, 0]
+        long = None
+        if state.history is not None:  # samples 1920k − 8400 .. 1920(k + 1): 8 long frames ending with the grid's
+            past = torch.cat([state.history, block], 1)
+            long = _long_frames(past.transpose(1, 2).unfold(-1, LONG_WIN, HOP))
+            state.history.copy_(past[:, FRAME_SAMPLES:])
+        return self.encoder.step(mag, long, state)[:, 0]
 
     def encode_step(self, block: torch.Tensor, state: EncoderState, num_levels: int | None = None) -> torch.Tensor:
         """[B, 1920, 2] -> codes [B, L] of this block."""

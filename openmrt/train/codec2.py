@@ -36,7 +36,7 @@ from torch import nn
 
 from openmrt.codec.harmonic import PITCHES
 from openmrt.codec.rtpghi import FRAMES_PER_TOKEN, HOP, PAD, WIN
-from openmrt.codec.v2 import CodecV2, CodecV2Config, grid_magnitudes, save_codec_v2
+from openmrt.codec.v2 import CodecV2, CodecV2Config, save_codec_v2
 from openmrt.errors import DataError
 from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
 from openmrt.tokens import NOTE_ONSET
@@ -194,8 +194,8 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.codec, self.learner = codec, learner
 
-    def forward(self, target: torch.Tensor, keep: torch.Tensor):
-        z, salience = self.codec.encoder.features(target)
+    def forward(self, target: torch.Tensor, keep: torch.Tensor, long: torch.Tensor | None = None):
+        z, salience = self.codec.encoder.features(target, long)
         q = None
         z_dec = z
         if bool(self.learner.initialised):
@@ -245,8 +245,8 @@ class HeldoutJudge:
         for i in range(0, len(self.clips), batch):
             clips = self.clips[i:i + batch]
             x = torch.from_numpy(np.stack([c.audio for c in clips])).to(device)
-            target = grid_magnitudes(x)
-            codes = model.quantizer.encode(model.encoder(target), levels)
+            target, long = model.encoder_inputs(x)
+            codes = model.quantizer.encode(model.encoder(target, long), levels)
             out = model.decode_magnitudes(model.quantizer.decode(codes))
             if oracle:
                 out["mag"] = target
@@ -327,7 +327,7 @@ def fit_output_gain(model: CodecV2, clips: list, iterations: int = 3, batch: int
     mags = []
     for i in range(0, len(clips), batch):  # the decoder's magnitudes do not depend on the gain: once
         x = torch.from_numpy(np.stack([c.audio for c in clips[i:i + batch]])).to(device)
-        codes = model.quantizer.encode(model.encoder(grid_magnitudes(x)), model.config.num_quantizers)
+        codes = model.quantizer.encode(model.encoder(*model.encoder_inputs(x)), model.config.num_quantizers)
         mags.append((x, model.decode_magnitudes(model.quantizer.decode(codes))["mag"].float()))
     offset, history = np.zeros(MEL_BANDS), []
     for it in range(iterations + 1):
@@ -433,7 +433,8 @@ def train(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     cfg = CodecV2Config(decoder=args.decoder, latent_dim=args.latent_dim, width=args.width,
                         frame_width=args.frame_width, groups=args.groups,
-                        salience_dilations=tuple(args.salience_dilations), attack_frames=args.attack_frames,
+                        salience_dilations=tuple(args.salience_dilations), long_window=args.long_window,
+                        attack_frames=args.attack_frames,
                         attack_lift=tuple(args.attack_lift))
     levels = args.levels
     torch.manual_seed(args.seed)
@@ -485,18 +486,18 @@ def train(args: argparse.Namespace) -> dict:
             g["lr"] = lr
         if step >= args.vq_start and not bool(learner.initialised):
             with torch.no_grad():  # k-means on latents of a briefly trained encoder (a random one's collapse)
-                zs = [model.encoder(grid_magnitudes(data.batch(np.random.default_rng([args.seed, 10**9 + j, d.rank]),
-                                                               args.batch, args.crop)[0].to(d.device))).flatten(0, 1)
-                      for j in range(args.kmeans_batches)]
+                zs = [model.encoder(*model.encoder_inputs(data.batch(
+                    np.random.default_rng([args.seed, 10**9 + j, d.rank]), args.batch, args.crop)[0].to(d.device)
+                )).flatten(0, 1) for j in range(args.kmeans_batches)]
             learner.kmeans_init(torch.cat(zs).float(), seed=args.seed)
         rng = np.random.default_rng([args.seed, step, d.rank])
         audio, _, targets = data.batch(rng, args.batch, args.crop)
         audio, targets = audio.to(d.device), targets.to(d.device)
         keep = keep_levels(rng, args.batch, levels, args.quantizer_dropout).to(d.device)
         with torch.no_grad():
-            target = grid_magnitudes(audio)
+            target, long = model.encoder_inputs(audio)
         with autocast:
-            out_, z, q = net(target, keep)
+            out_, z, q = net(target, keep, long)
         spec = spectral_losses(out_["mag"], target, bands)
         bce = F.binary_cross_entropy_with_logits
         pitch = bce(out_["pitch_logits"].float(), targets[:, 0], pos_weight=pos_weight)
@@ -583,6 +584,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groups", type=int, default=4, help="timbre groups of the harmonic decoder")
     p.add_argument("--salience-dilations", type=int, nargs="*", default=[1, 2, 4, 8],
                    help="the encoder salience's causal time stack over past frames (none: per frame, rounds 2-4)")
+    p.add_argument("--long-window", action=argparse.BooleanOptionalAction, default=False,
+                   help="the salience also reads a causal 8640-sample window (5.6 Hz bins; round 7)")
     p.add_argument("--attack-frames", type=int, default=16,
                    help="frames (5 ms) the decoder's onset lift lasts, decaying (1: one frame, rounds 2-4; 8: round 5)")
     p.add_argument("--attack-lift", type=float, nargs="*", default=[1.0, 0.9, 4000.0], metavar="PEAK DECAY TOP_HZ",
