@@ -78,11 +78,12 @@ LONG_WIN = 4 * WIN
 LONG_BINS = LONG_WIN // 2 + 1
 
 
-def harmonic_stack(bins: int = BINS, win: int = WIN) -> torch.Tensor:
-    """[bins, H·128] weights reading each pitch's partials h·f0 (h in STACK_HARMONICS, harmonic major) off an
+def harmonic_stack(win: int = WIN) -> torch.Tensor:
+    """[win // 2 + 1, H·128] weights reading each pitch's partials h·f0 (h in STACK_HARMONICS, harmonic major) off an
     STFT of window ``win`` by linear interpolation between bins: the encoder's pitch front end sees a note's
     harmonics as one column, as a harmonic CQT does (0 above the Nyquist)."""
     f0 = 440.0 * 2 ** ((np.arange(PITCHES) - 69) / 12)
+    bins = win // 2 + 1
     m = np.zeros((bins, len(STACK_HARMONICS) * PITCHES), np.float32)
     for i, h in enumerate(STACK_HARMONICS):
         pos = h * f0 / (SAMPLE_RATE / win)
@@ -120,7 +121,7 @@ class Salience(nn.Module):
                                  nn.GELU(), nn.Conv1d(channels, 1, 1))
         self.long = nn.Conv1d(h, channels, 1) if long_window else None
         if self.long is not None:
-            self.register_buffer("long_stack", harmonic_stack(LONG_BINS, LONG_WIN), persistent=False)
+            self.register_buffer("long_stack", harmonic_stack(LONG_WIN), persistent=False)
             nn.init.zeros_(self.long.weight)
             nn.init.zeros_(self.long.bias)
         self.time = CausalStack(channels, tuple(dilations)) if dilations else None

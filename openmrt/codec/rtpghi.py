@@ -45,10 +45,10 @@ DEFAULT_TOL = 1e-3
 _FLOOR = 1e-9  # magnitudes under this count as silence (log floor)
 
 
-def window(dtype=torch.float32, device=None) -> torch.Tensor:
-    """Periodic Hann window of 2160 (computed in float64, cast once). [2160]"""
-    n = torch.arange(WIN, dtype=torch.float64)
-    return (0.5 - 0.5 * torch.cos(2 * math.pi * n / WIN)).to(device=device, dtype=dtype)
+def window(dtype=torch.float32, device=None, length: int = WIN) -> torch.Tensor:
+    """Periodic Hann window of ``length`` (the grid's 2160; computed in float64, cast once). [length]"""
+    n = torch.arange(length, dtype=torch.float64)
+    return (0.5 - 0.5 * torch.cos(2 * math.pi * n / length)).to(device=device, dtype=dtype)
 
 
 def dual_window(dtype=torch.float32, device=None) -> torch.Tensor:

@@ -108,8 +108,7 @@ def long_magnitudes(audio: torch.Tensor, frames: int) -> torch.Tensor:
 
 def _long_frames(frames: torch.Tensor) -> torch.Tensor:
     """[B, 2, F, LONG_WIN] samples -> [B, F, LONG_WIN // 2 + 1] mean magnitude in sinusoid units."""
-    n = torch.arange(LONG_WIN, dtype=torch.float64, device=frames.device)
-    hann = (0.5 - 0.5 * torch.cos(2 * torch.pi * n / LONG_WIN)).to(frames.dtype)
+    hann = window(frames.dtype, frames.device, LONG_WIN)
     return (torch.fft.rfft(frames * hann, n=LONG_WIN).abs() / (LONG_WIN / 4)).mean(1)
 
 
