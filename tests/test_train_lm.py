@@ -49,6 +49,24 @@ def test_tiny_model_overfits(data, tmp_path):
     assert (tmp_path / "run" / "lm.safetensors").exists()
 
 
+def test_int8_tables_export_is_the_packaged_form_of_the_run(data, tmp_path):
+    from safetensors import safe_open
+
+    from openmrt.lm.checkpoint import load_lm
+
+    assert main(common(data, tmp_path / "run", 3, "--ckpt-every", "3", "--int8-tables")) == 0
+    with safe_open(str(tmp_path / "run" / "lm.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        assert f.get_tensor("embedding.weight.q8").dtype == torch.int8
+    assert "to_logits.weight.q8" in keys and "embedding.weight" not in keys
+    packed = load_lm(tmp_path / "run" / "lm.safetensors").state_dict()
+    full = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)["model"]
+    for k, v in full.items():  # int8 tables: half a step (1/127 of a row's largest weight) plus the float16
+        step = v.abs().amax(-1, keepdim=True) / 127  # scale's rounding (127 steps x 2^-11); float16 elsewhere
+        tol = 0.6 * step if k in ("embedding.weight", "to_logits.weight") else v.abs() * 2 ** -10 + 1e-6
+        assert ((packed[k] - v).abs() <= tol).all(), k
+
+
 def test_resume_reproduces_the_uninterrupted_curve(data, tmp_path):
     assert main(common(data, tmp_path / "a", 16, "--ckpt-every", "4")) == 0
     assert main(common(data, tmp_path / "b", 16, "--ckpt-every", "4", "--stop-after", "8")) == 0

@@ -261,7 +261,8 @@ def train(args: argparse.Namespace) -> dict:
             model_sd, optim_sd = full_state(model, opt)  # gathers the shards under FSDP: every rank calls it
             if d.main:
                 save_checkpoint(ckpt, model=model_sd, optimizer=optim_sd, step=step)
-                export(_plain(model.cfg, model_sd, args.lora) if args.fsdp else model, out, step, lora=bool(args.lora))
+                export(_plain(model.cfg, model_sd, args.lora) if args.fsdp else model, out, step, lora=bool(args.lora),
+                       int8_tables=args.int8_tables)
         if timed_out:
             break
     cleanup_distributed()
@@ -277,8 +278,9 @@ def _agree(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def export(model: Depthformer, out: Path, step: int, lora: bool) -> None:
-    """RUN/lm.safetensors (adapters merged into a copy when training LoRA; RUN/lora.safetensors alone too)."""
+def export(model: Depthformer, out: Path, step: int, lora: bool, int8_tables: bool = False) -> None:
+    """RUN/lm.safetensors (adapters merged into a copy when training LoRA; RUN/lora.safetensors alone too);
+    ``int8_tables``: in the package's form (``save_lm``), so a demo run's file ships as it is."""
     if lora:
         import copy
 
@@ -287,7 +289,7 @@ def export(model: Depthformer, out: Path, step: int, lora: bool) -> None:
         save_tensors(out / "lora.safetensors", lora_state_dict(model), kind="openmrt-lora",
                      metadata={"step": str(step)})
         model = merge_lora(copy.deepcopy(model))
-    save_lm(model, out / "lm.safetensors", extra={"step": str(step)})
+    save_lm(model, out / "lm.safetensors", extra={"step": str(step)}, int8_tables=int8_tables)
 
 
 @torch.no_grad()
@@ -325,6 +327,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "pieces, and text prompts land where it never trained (demo recipe: 0.5)")
     p.add_argument("--style", default="demo", help="style model for --text-style: demo, musiccoca or a file")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--int8-tables", action="store_true", help="write RUN/lm.safetensors as the package ships an LM: "
+                   "token tables int8, the rest float16 (resuming still uses RUN/last.pt, in full precision)")
     p.add_argument("--device")
     p.add_argument("--fsdp", action="store_true", help="under torchrun: shard parameters, gradients and optimizer "
                    "state across the processes (FSDP2, one unit per transformer block) instead of DDP")
