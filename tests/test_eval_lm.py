@@ -10,7 +10,7 @@ from openmrt import tokens as tk
 from openmrt.cli import main
 from openmrt.data.heldout import heldout_clips, midi_bytes_notes
 from openmrt.data.shards import load_shard
-from openmrt.eval.lm import evaluate_lm, heldout_pieces, pitch_class_f1, pitch_class_roll
+from openmrt.eval.lm import evaluate_lm, heldout_pieces, percussive_energy, pitch_class_f1, pitch_class_roll
 
 
 def test_pitch_class_roll_and_f1_by_hand():
@@ -23,6 +23,29 @@ def test_pitch_class_roll_and_f1_by_hand():
     assert pitch_class_f1(ref, est, 10) == pytest.approx(2 * 5 / (11 + 5))
     assert pitch_class_f1(ref, [(0.0, 0.2, 61)], 10) == 0.0
     assert pitch_class_f1([], [], 10) == 1.0
+
+
+def test_the_drums_judge_hears_hats_not_a_bright_plucked_part():
+    sr, n = 48000, 4 * 48000
+    t = np.arange(n) / sr
+    rng = np.random.default_rng(0)
+    pitched = np.zeros(n)  # plucked notes every 250 ms, partials up to 11 kHz, sharp attacks
+    for i, f0 in enumerate([220.0, 277.2, 329.6, 440.0] * 4):
+        a = i * n // 16
+        tt = t[: n - a]
+        tone = sum(np.sin(2 * np.pi * k * f0 * tt) / k for k in range(1, int(11000 / f0) + 1))
+        pitched[a:] += 0.2 * tone * np.exp(-tt / 0.15)
+    hats = np.zeros(n)  # 20 ms noise bursts on every eighth note at 120 bpm
+    for a in range(0, n, sr // 4):
+        hats[a:a + 960] += 0.1 * rng.standard_normal(960) * np.exp(-np.arange(960) / 150)
+    stereo = lambda x: np.stack([x, x], axis=1).astype(np.float32)  # noqa: E731
+    mix, no_drums = percussive_energy(stereo(pitched + hats)), percussive_energy(stereo(pitched))
+    assert no_drums < 0.03 * mix  # the judge's floor: the music without its drums (measured 0.018)
+    assert percussive_energy(stereo(hats)) == pytest.approx(mix, rel=0.2)
+    # above 5 kHz (the judge before) the plucked part's attacks counted as drums several times as much
+    floor_5k = percussive_energy(stereo(pitched), low_hz=5000.0) / percussive_energy(stereo(pitched + hats), 5000.0)
+    print(f"floor above 12 kHz {no_drums / mix:.4f}, above 5 kHz {floor_5k:.4f}")
+    assert floor_5k > 4 * no_drums / mix
 
 
 @pytest.fixture(scope="module")
