@@ -324,7 +324,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-style", type=float, default=0.0, metavar="P",
                    help="chance that a crop's style tokens come from its style name or caption through the style "
                         "model's text path instead of its audio: per-piece audio tokens let a small LM memorise "
-                        "pieces, and text prompts land where it never trained (demo recipe: 0.5)")
+                        "pieces, and text prompts land where it never trained (GPU recipe: 0.5; the shipped demo "
+                        "LM's last fine-tune: 0.3)")
     p.add_argument("--style", default="demo", help="style model for --text-style: demo, musiccoca or a file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--int8-tables", action="store_true", help="write RUN/lm.safetensors as the package ships an LM: "
