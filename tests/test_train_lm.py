@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from lm_data import make_token_shards
-from needs import free_port
 from torch.distributed.tensor import DTensor
 
 from openmrt.cli import main
@@ -101,7 +100,7 @@ def test_sigkill_then_resume(data, tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes(data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "openmrt.cli", *common(data, tmp_path / "ddp", 4, "--ckpt-every", "4")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -133,7 +132,7 @@ def test_fsdp_needs_torchrun(data, tmp_path, capsys):
 
 def torchrun(data, out, steps: int, *extra) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "openmrt.cli", *common(data, out, steps, "--ckpt-every", "2", *extra)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
