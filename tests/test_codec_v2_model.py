@@ -12,6 +12,7 @@ import torch
 from openmrt.codec.harmonic import BIN_HZ, HarmonicDecoder, hann_lobe
 from openmrt.codec.rtpghi import analysis
 from openmrt.codec.v2 import (
+    MAX_BAND_ENERGY,
     MAX_FRAME_ENERGY,
     CodecV2,
     CodecV2Config,
@@ -22,6 +23,7 @@ from openmrt.codec.v2 import (
 )
 from openmrt.errors import CheckpointError, ConfigError
 
+BAND_BIN_HZ = torch.arange(1081) * 48000 / 2160
 TINY = dict(latent_dim=16, width=32, frame_width=16, groups=2)
 
 
@@ -74,11 +76,38 @@ def test_a_frame_the_decoder_blows_up_is_capped_in_both_modes():
     torch.testing.assert_close(steps, y, atol=5e-5, rtol=1e-4)
     rms = y[0].pow(2).mean(-1).view(-1, 240).mean(-1).sqrt()  # per 5 ms
     assert rms.max() < 1.0  # below full scale (the decoder's 2 is the output's 1)
-    ordinary = emb.clone()
-    ordinary[:, 3] /= 30
-    with torch.no_grad():  # and frames in the normal range are left alone
-        mag = model.decode_magnitudes(ordinary)["mag"]
-        torch.testing.assert_close(model._limit(mag), mag)
+
+
+def music_like(seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """[1, N, 2] a loud chord with harmonics plus hat-like bursts of 5–11 kHz noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 48000)) / 48000
+    chord = (110.0, 220.0 * 2 ** (4 / 12), 330.0)
+    x = sum(0.12 / k * np.sin(2 * np.pi * k * f * t) for f in chord for k in range(1, 9))
+    noise = np.fft.rfft(rng.standard_normal(len(t)))
+    noise[(np.fft.rfftfreq(len(t), 1 / 48000) < 5000) | (np.fft.rfftfreq(len(t), 1 / 48000) > 11000)] = 0
+    hats = np.fft.irfft(noise, len(t)) * (np.sin(2 * np.pi * 4 * t) > 0.9) * 0.4
+    return torch.tensor(np.stack([x + hats, 0.9 * x + hats], -1)[None], dtype=torch.float32)
+
+
+def test_the_band_cap_takes_a_hiss_burst_out_of_a_frame_and_leaves_music_alone():
+    """A frame whose 8–16 kHz bins are 10⁷ times louder than music ever is there (an LM-made hiss burst) is brought
+    to the band's ceiling, while its low bands keep their magnitudes; frames of real-like audio are untouched."""
+    model = CodecV2(CodecV2Config(**TINY)).eval()
+    mag = grid_magnitudes(music_like())
+    torch.testing.assert_close(model._limit(mag), mag)  # loud music with hats: nothing capped
+    burst = mag.clone()
+    hiss = (BAND_BIN_HZ >= 8000) & (BAND_BIN_HZ < 16000)
+    burst[:, :, 40, hiss] = 3e3 * mag[:, :, 40].max()
+    out = model._limit(burst)
+    low = BAND_BIN_HZ < 4000
+    torch.testing.assert_close(out[:, :, 40, low], mag[:, :, 40, low])  # the music under the burst is kept
+    power = out[0, :, 40].mean(0) ** 2
+    for a in range(8000, 16000, 2000):
+        band = (BAND_BIN_HZ >= a) & (BAND_BIN_HZ < a + 2000)
+        assert float(power[band].sum()) == pytest.approx(float(MAX_BAND_ENERGY[a // 2000]), rel=1e-3)
+    others = torch.arange(mag.shape[2]) != 40
+    torch.testing.assert_close(out[:, :, others], mag[:, :, others])
 
 
 def test_output_gain_fit_brings_the_decoded_level_to_the_original(tmp_path):

@@ -61,6 +61,14 @@ FORMAT = "openmrt-codec-v2"
 # at most ~0.3 (held-out and training clips); an LM can sample token combinations the decoder never saw, and
 # one such frame reached 4·10¹¹: a full-scale burst. Per frame and stateless, so both modes keep agreeing.
 MAX_FRAME_ENERGY = 1.5
+# The same cap per 2 kHz band (bin k is in band k·SAMPLE_RATE/WIN // BAND_HZ, the top bin in the last band), 12 dB
+# above the most that real audio reaches there: the maximum over 72 rendered 8 s training clips (compose seeds 7100,
+# 7300, 7400) of their own magnitudes and of the round-6 codec's decode (held-out clips stay within 1.4× of it). A
+# drums-off clip of the demo LM had one frame with 10⁷ times that at 8–16 kHz: a hiss burst that the frame cap
+# alone turned into a dropout (the whole frame scaled down to the burst); capped per band, the frame keeps its music.
+BAND_HZ = 2000
+MAX_BAND_ENERGY = 16.0 * torch.tensor([1.86, 0.227, 2.54e-2, 1.54e-2, 5.28e-3, 3.78e-3, 3.11e-3, 1.32e-3, 1.05e-3,
+                                       8.66e-4, 1.27e-4, 3.71e-6])
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,9 @@ class CodecV2(nn.Module):
         # head, which thus sees the decoder's own magnitudes). Fitted after training on training clips
         # (openmrt.train.codec2.fit_output_gain): the L1-type losses leave the decoder ~0.35 nats too quiet.
         self.register_buffer("out_gain", torch.zeros(WIN // 2 + 1))
+        bins = torch.arange(WIN // 2 + 1) * SAMPLE_RATE // WIN
+        self.register_buffer("band_of_bin", torch.clamp(bins // BAND_HZ, max=len(MAX_BAND_ENERGY) - 1),
+                             persistent=False)
         self.tol = DEFAULT_TOL
 
     # ---------------------------------------------------------------------------------- whole sequence
@@ -224,8 +235,14 @@ class CodecV2(nn.Module):
         return synthesis(self._spectrum(mag, phase))
 
     def _limit(self, mag: torch.Tensor) -> torch.Tensor:
-        """Scale down frames louder than MAX_FRAME_ENERGY (before the phase head, so it sees sane magnitudes)."""
-        energy = ((mag.mean(1) * self.out_gain.exp()) ** 2).sum(-1)  # [B, F]
+        """Scale down bands louder than MAX_BAND_ENERGY, then frames louder than MAX_FRAME_ENERGY (before the phase
+        head, so it sees sane magnitudes). Per frame and stateless, so both modes keep agreeing."""
+        power = (mag.mean(1) * self.out_gain.exp()) ** 2  # [B, F, 1081]
+        band = self.band_of_bin.to(mag.device)
+        ceiling = MAX_BAND_ENERGY.to(mag.device, power.dtype)
+        energy = power.new_zeros(*power.shape[:2], len(ceiling)).index_add_(-1, band, power)  # [B, F, bands]
+        mag = mag * torch.rsqrt(torch.clamp(energy / ceiling, min=1.0))[..., band][:, None]
+        energy = torch.clamp(energy, max=ceiling).sum(-1)  # the frame's energy after the band cap
         return mag * torch.rsqrt(torch.clamp(energy / MAX_FRAME_ENERGY, min=1.0))[:, None, :, None]
 
     def _spectrum(self, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
