@@ -102,8 +102,27 @@ def test_augment_statistics():
     assert (conds[:, :, tk.CFG_STYLE:] == [20, 10, 2]).all()  # default CFG codes untouched by dropout
     assert set(np.unique(conds[:, :, tk.NOTES])) <= {M, 0, 1, 2, 3}
     none = augment(style, notes, drums, rng, Augment(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, sticky=0.0, style_levels=(12,),
-                                                      drums_auto_prob=0.0))
+                                                      drums_auto_prob=0.0, notes_free_prob=0.0, style_free_prob=0.0))
     assert (none[:, tk.NOTES] == notes).all() and (none[:, :12] == style).all() and (none[:, tk.DRUMS] == 1).all()
+
+
+def test_augment_masks_whole_notes_and_style_as_a_prompt_alone_and_cfg_send_them():
+    """With no MIDI held live play masks every pitch on every frame, and CFG's unconditioned row masks the style:
+    examples with each whole signal masked occur at their rates, and with the rates at 0 never."""
+    rng = np.random.default_rng(3)
+    t = 125
+    style = np.tile(np.arange(12), (t, 1))
+    notes = roll({60: ([2] + [1] * 9) * 12 + [0] * 5}, t)
+    drums = np.ones(t, dtype=np.int64)
+
+    def whole(aug: Augment, n: int = 400) -> tuple[float, float]:
+        conds = np.stack([augment(style, notes, drums, rng, aug) for _ in range(n)])
+        masked = conds == M
+        return masked[:, :, tk.STYLE].all(axis=(1, 2)).mean(), masked[:, :, tk.NOTES].all(axis=(1, 2)).mean()
+
+    style_free, notes_free = whole(Augment(notes_free_prob=0.3, style_free_prob=0.1))
+    assert 0.06 < style_free < 0.15 and 0.24 < notes_free < 0.37
+    assert whole(Augment(notes_free_prob=0.0, style_free_prob=0.0)) == (0.0, 0.0)  # regions: at most half a crop
 
 
 def test_augment_never_masks_a_twins_drums_flag():

@@ -106,6 +106,9 @@ class Augment:
     style_levels: tuple[int, ...] = (6, 12)  # live play uses the coarsest 6: train on both
     drums_auto_prob: float = 0.2  # per example: the drums flag masked on every frame, as live play's default
     # ("let the model decide") sends it; without it a whole masked window never occurs in training
+    notes_free_prob: float = 0.15  # per example: every pitch masked on every frame, as live play sends with no
+    # MIDI held (a prompt alone); region masks cover at most region_scale of a crop
+    style_free_prob: float = 0.1  # per example: the style masked on every frame (no prompt; CFG's unconditioned row)
 
 
 def augment(style: np.ndarray, notes: np.ndarray, drums: np.ndarray, rng: np.random.Generator,
@@ -130,7 +133,8 @@ def augment(style: np.ndarray, notes: np.ndarray, drums: np.ndarray, rng: np.ran
         if t and rng.random() < aug.region_prob:
             length = int(np.ceil(rng.random() * aug.region_scale * t))
             signals[i] = mask_region(x, int(rng.integers(0, t)), length)
-    if rng.random() < aug.drums_auto_prob:
-        signals[2] = np.full_like(drums, MASK)
+    for i, prob in enumerate((aug.style_free_prob, aug.notes_free_prob, aug.drums_auto_prob)):
+        if prob and rng.random() < prob:
+            signals[i] = np.full_like(signals[i], MASK)
     style, notes, masked_drums = (drop_tokens(x, rng.random(x.shape) < aug.token_dropout) for x in signals)
     return assemble(style, notes, drums if fixed_drums else masked_drums, cfg)
