@@ -115,3 +115,17 @@ def test_oracle_true_magnitudes_keep_the_notes():
 def test_bad_shape_is_refused():
     with pytest.raises(ValueError, match="1081"):
         R.rtpghi(torch.ones(1, 8, 1080))
+
+
+def test_the_cached_windows_serve_training_after_a_first_call_under_inference_mode():
+    """The analysis and synthesis windows are built once; one first built inside inference mode (live decoding)
+    must still be usable where autograd saves it (training in the same process)."""
+    from openmrt.codec import rtpghi
+
+    rtpghi.window.cache_clear(), rtpghi.dual_window.cache_clear()
+    with torch.inference_mode():
+        assert rtpghi.window() is rtpghi.window()  # built once
+        rtpghi.dual_window()
+    x = torch.randn(rtpghi.WIN, requires_grad=True)
+    (x * rtpghi.window() * rtpghi.dual_window()).sum().backward()
+    torch.testing.assert_close(x.grad, rtpghi.window() * rtpghi.dual_window())

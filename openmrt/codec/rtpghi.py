@@ -26,6 +26,7 @@ plain Python (~100× slower: tests and offline use only).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -45,16 +46,19 @@ DEFAULT_TOL = 1e-3
 _FLOOR = 1e-9  # magnitudes under this count as silence (log floor)
 
 
+@functools.cache  # built once per (dtype, device, length): the streaming steps ask for it every frame; never mutated
 def window(dtype=torch.float32, device=None, length: int = WIN) -> torch.Tensor:
     """Periodic Hann window of ``length`` (the grid's 2160; computed in float64, cast once). [length]"""
-    n = torch.arange(length, dtype=torch.float64)
-    return (0.5 - 0.5 * torch.cos(2 * math.pi * n / length)).to(device=device, dtype=dtype)
+    with torch.inference_mode(False):  # cached: a first call under inference mode must not make it unusable in training
+        n = torch.arange(length, dtype=torch.float64)
+        return (0.5 - 0.5 * torch.cos(2 * math.pi * n / length)).to(device=device, dtype=dtype)
 
 
+@functools.cache
 def dual_window(dtype=torch.float32, device=None) -> torch.Tensor:
     """Synthesis window: w / Σⱼ w²(n − 240 j), the constant 3·2160/(8·240) = 3.375 for this grid. [2160]"""
-    w = window(torch.float64)
-    return (w / (3 * WIN / (8 * HOP))).to(device=device, dtype=dtype)
+    with torch.inference_mode(False):
+        return (window(torch.float64) / (3 * WIN / (8 * HOP))).to(device=device, dtype=dtype)
 
 
 def frames_for(samples: int) -> int:
