@@ -204,6 +204,7 @@ class CodecV2(nn.Module):
         bins = torch.arange(WIN // 2 + 1) * SAMPLE_RATE // WIN
         self.register_buffer("band_of_bin", torch.clamp(bins // BAND_HZ, max=len(MAX_BAND_ENERGY) - 1),
                              persistent=False)
+        self.register_buffer("band_ceiling", MAX_BAND_ENERGY.clone(), persistent=False)  # moves with the module
         self.tol = DEFAULT_TOL
 
     # ---------------------------------------------------------------------------------- whole sequence
@@ -238,8 +239,7 @@ class CodecV2(nn.Module):
         """Scale down bands louder than MAX_BAND_ENERGY, then frames louder than MAX_FRAME_ENERGY (before the phase
         head, so it sees sane magnitudes). Per frame and stateless, so both modes keep agreeing."""
         power = (mag.mean(1) * self.out_gain.exp()) ** 2  # [B, F, 1081]
-        band = self.band_of_bin.to(mag.device)
-        ceiling = MAX_BAND_ENERGY.to(mag.device, power.dtype)
+        band, ceiling = self.band_of_bin, self.band_ceiling.to(power.dtype)
         energy = power.new_zeros(*power.shape[:2], len(ceiling)).index_add_(-1, band, power)  # [B, F, bands]
         mag = mag * torch.rsqrt(torch.clamp(energy / ceiling, min=1.0))[..., band][:, None]
         energy = torch.clamp(energy, max=ceiling).sum(-1)  # the frame's energy after the band cap

@@ -5,8 +5,8 @@ plus one random wrapper, ``augment``, that draws those choices. Raw values: -1 m
 notes 0 off / 1 held / 2 onset / 3 on (model picks the onset), drums 0/1.
 
 Order inside ``augment``: pitch-dimension masking and onset masking rewrite the note states,
-contiguous regions are masked per signal, in some examples the drums flag on every frame ("auto"),
-then every token may drop out on its own (0.15).
+contiguous regions are masked per signal, in some examples a whole signal on every frame (the style:
+no prompt; the notes: no MIDI held; the drums flag: "auto"), then every token may drop out on its own (0.15).
 The CFG channels carry the scales the model should read (defaults, or sampled for the
 guidance-distillation stage).
 """
