@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,14 @@ def need_soundfont() -> Path:
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now (for torchrun's rendezvous: fixed ports collide between runs)."""
+    """A TCP port nobody listens on right now (for a test server: fixed ports collide between runs)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def torchrun_cli(*args: str) -> list[str]:
+    """``openmrt ARGS`` in 2 processes under torchrun; ``--standalone`` lets torchrun bind its own free rendezvous port
+    (a port picked before it starts can be taken before it binds)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "openmrt.cli",
+            *args]

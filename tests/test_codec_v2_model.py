@@ -23,7 +23,7 @@ from openmrt.codec.v2 import (
 )
 from openmrt.errors import CheckpointError, ConfigError
 
-BAND_BIN_HZ = torch.arange(1081) * 48000 / 2160
+BAND_BIN_HZ = torch.arange(1081) * 48000 / 2160  # exact at band edges (k · BIN_HZ rounds 8 kHz below it)
 TINY = dict(latent_dim=16, width=32, frame_width=16, groups=2)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from needs import torchrun_cli
 
 from openmrt.cli import main
 from openmrt.codec.checkpoint import load_codec
@@ -154,8 +155,7 @@ def test_sigkill_then_resume(data, tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes(data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "-m", "openmrt.cli", *common(data, tmp_path / "ddp", 4, "--ckpt-every", "4")]
+    cmd = torchrun_cli(*common(data, tmp_path / "ddp", 4, "--ckpt-every", "4"))
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(rows(tmp_path / "ddp" / "log.csv")) == [1, 2, 3, 4]
