@@ -91,22 +91,36 @@ def music_like(seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
 
 
 def test_the_band_cap_takes_a_hiss_burst_out_of_a_frame_and_leaves_music_alone():
-    """A frame whose 8–16 kHz bins are 10⁷ times louder than music ever is there (an LM-made hiss burst) is brought
-    to the band's ceiling, while its low bands keep their magnitudes; frames of real-like audio are untouched."""
+    """A frame whose 8–16 kHz bins are 10⁷ times louder than music ever is there (an LM-made hiss burst) is folded
+    back far below the band's ceiling (energy e -> c² / e), a band just over it ends just under it, and the other
+    frames of its token lose those bands by the same factor, while its low bands keep their magnitudes; frames of
+    real-like audio (and of the other tokens) are untouched."""
     model = CodecV2(CodecV2Config(**TINY)).eval()
     mag = grid_magnitudes(music_like())
     torch.testing.assert_close(model._limit(mag), mag)  # loud music with hats: nothing capped
     burst = mag.clone()
     hiss = (BAND_BIN_HZ >= 8000) & (BAND_BIN_HZ < 16000)
     burst[:, :, 40, hiss] = 3e3 * mag[:, :, 40].max()
+    near = (BAND_BIN_HZ >= 16000) & (BAND_BIN_HZ < 18000)  # a band at 4 times its ceiling's energy
+    ceiling = MAX_BAND_ENERGY[8]
+    burst[:, :, 40, near] = (4 * ceiling / near.sum()).sqrt()
+    before = burst[0, :, 40].mean(0) ** 2
     out = model._limit(burst)
     low = BAND_BIN_HZ < 4000
     torch.testing.assert_close(out[:, :, 40, low], mag[:, :, 40, low])  # the music under the burst is kept
     power = out[0, :, 40].mean(0) ** 2
     for a in range(8000, 16000, 2000):
         band = (BAND_BIN_HZ >= a) & (BAND_BIN_HZ < a + 2000)
-        assert float(power[band].sum()) == pytest.approx(float(MAX_BAND_ENERGY[a // 2000]), rel=1e-3)
-    others = torch.arange(mag.shape[2]) != 40
+        c = float(MAX_BAND_ENERGY[a // 2000])
+        assert float(power[band].sum()) == pytest.approx(c * c / float(before[band].sum()), rel=1e-3)
+        assert float(power[band].sum()) < 1e-6 * c
+    assert float(power[near].sum()) == pytest.approx(float(ceiling) / 4, rel=1e-3)
+    token = slice(40, 48)  # grid frame 40 starts token 5
+    top = hiss | near
+    scale = out[:, :, 40, top] / burst[:, :, 40, top]
+    torch.testing.assert_close(out[:, :, token][..., top], burst[:, :, token][..., top] * scale[:, :, None])
+    torch.testing.assert_close(out[:, :, token][..., low], mag[:, :, token][..., low])
+    others = (torch.arange(mag.shape[2]) < 40) | (torch.arange(mag.shape[2]) >= 48)
     torch.testing.assert_close(out[:, :, others], mag[:, :, others])
 
 
@@ -176,7 +190,7 @@ def test_hann_lobe_matches_the_window_spectrum():
 
 
 def test_frame_pitch_targets_follow_the_window_centres():
-    from openmrt.train.codec2 import frame_pitch_targets
+    from openmrt.codec.v2 import frame_pitch_targets
 
     notes = torch.zeros(1, 4, 128, dtype=torch.int8)
     notes[0, 2, 60] = 2  # token frame 2: samples 3840..5760
@@ -286,7 +300,7 @@ def test_trainer_learns_resumes_exactly_and_writes_weights(tmp_path):
 def test_heldout_judge_scores_the_phase_head_oracle_and_a_codec(tmp_path):
     """True magnitudes through the phase head: log-magnitude L1 0 and a small mel L1; an untrained codec's
     decode is far off on both; perplexity is reported per level."""
-    from openmrt.train.codec2 import HeldoutJudge
+    from openmrt.eval.codec import HeldoutJudge
 
     data = _shards(tmp_path / "heldout", seconds=4.0)
     judge = HeldoutJudge(data, count=2, seconds=2.0, onsets=False)

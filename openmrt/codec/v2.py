@@ -39,6 +39,7 @@ from openmrt.codec.rtpghi import (
     DEFAULT_TOL,
     FRAMES_PER_TOKEN,
     HOP,
+    PAD,
     WIN,
     PhaseState,
     SynthesisState,
@@ -103,6 +104,18 @@ class CodecV2Config:
 def grid_magnitudes(audio: torch.Tensor, frames: int | None = None) -> torch.Tensor:
     """Audio [B, N, 2] -> grid magnitudes in sinusoid units [B, 2, F, 1081] (the decoder's targets)."""
     return analysis(audio, frames).abs() / MAG_SCALE
+
+
+def frame_pitch_targets(notes: torch.Tensor) -> torch.Tensor:
+    """25 Hz note states [B, K, 128] -> 0/1 targets [B, 8K, 128] of the decoder's frames: frame g is centred
+    on sample 240 g − 840 and takes the label of the token frame there (before the clip: off)."""
+    k = notes.shape[1]
+    g = torch.arange(k * FRAMES_PER_TOKEN, device=notes.device)
+    centre = HOP * g + WIN // 2 - PAD  # the window's centre, in clip samples
+    tok = torch.div(centre, FRAME_SAMPLES, rounding_mode="floor")
+    on = (notes != 0).float()
+    out = on[:, tok.clamp(0, k - 1)]
+    return out * (tok >= 0).float()[None, :, None]
 
 
 def long_magnitudes(audio: torch.Tensor, frames: int) -> torch.Tensor:
@@ -236,13 +249,22 @@ class CodecV2(nn.Module):
         return synthesis(self._spectrum(mag, phase))
 
     def _limit(self, mag: torch.Tensor) -> torch.Tensor:
-        """Scale down bands louder than MAX_BAND_ENERGY, then frames louder than MAX_FRAME_ENERGY (before the phase
-        head, so it sees sane magnitudes). Per frame and stateless, so both modes keep agreeing."""
+        """Fold back bands louder than MAX_BAND_ENERGY, then scale down frames louder than MAX_FRAME_ENERGY (before
+        the phase head, so it sees sane magnitudes). Per frame and stateless, so both modes keep agreeing.
+
+        A band over its ceiling (12 dB above anything real audio makes there) is a decoder failure, not music, so
+        the further over it is the less of it is kept: energy e becomes c² / e (continuous at the ceiling). The
+        verdict holds for the band in all 8 frames of the token (one embedding made them, and a burst's
+        neighbouring frames are off too, only less), so a burst 10⁷ times too loud leaves near silence instead
+        of a hiss at the ceiling's level."""
         power = (mag.mean(1) * self.out_gain.exp()) ** 2  # [B, F, 1081]
         band, ceiling = self.band_of_bin, self.band_ceiling.to(power.dtype)
         energy = power.new_zeros(*power.shape[:2], len(ceiling)).index_add_(-1, band, power)  # [B, F, bands]
-        mag = mag * torch.rsqrt(torch.clamp(energy / ceiling, min=1.0))[..., band][:, None]
-        energy = torch.clamp(energy, max=ceiling).sum(-1)  # the frame's energy after the band cap
+        b, f, n = energy.shape  # a token's 8 frames come from one embedding: one verdict per band and token
+        over = torch.clamp(energy.view(b, f // FRAMES_PER_TOKEN, FRAMES_PER_TOKEN, n).amax(2) / ceiling, min=1.0)
+        over = over.repeat_interleave(FRAMES_PER_TOKEN, 1)  # [B, F, bands]
+        mag = mag * over.reciprocal()[..., band][:, None]
+        energy = (energy / over**2).sum(-1)  # the frame's energy after the band cap
         return mag * torch.rsqrt(torch.clamp(energy / MAX_FRAME_ENERGY, min=1.0))[:, None, :, None]
 
     def _spectrum(self, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
@@ -342,4 +364,5 @@ def load_codec_v2(path: str | Path, device=None) -> CodecV2:
     return model.to(device).eval()
 
 
-__all__ = ["CodecV2", "CodecV2Config", "grid_magnitudes", "is_codec_v2_file", "load_codec_v2", "save_codec_v2"]
+__all__ = ["CodecV2", "CodecV2Config", "frame_pitch_targets", "grid_magnitudes", "is_codec_v2_file", "load_codec_v2",
+           "save_codec_v2"]
