@@ -93,6 +93,28 @@ def test_eval_codec_cli_scores_heldout_shards_and_writes_json(tmp_path, capsys):
     assert main(["eval", "codec", "--codec", str(tmp_path / "missing.safetensors"), "--data", str(root)]) == 1
 
 
+def test_eval_codec_scores_a_demo_codec_v2_with_its_own_judge(tmp_path, capsys):
+    """The default codec is a v2 (no SpectroStream spectrogram): ``openmrt eval codec`` scores it with the v2
+    judge (grid log-magnitude L1, pitch-gate F1, perplexity, the demo style model's top-1 agreement), and
+    ``--oracle`` puts the clips' own magnitudes through its phase head (log-magnitude L1 exactly 0)."""
+    from openmrt.codec.v2 import CodecV2, CodecV2Config, save_codec_v2
+
+    torch.manual_seed(0)
+    tiny = CodecV2Config(latent_dim=16, width=32, frame_width=16, groups=2)
+    save_codec_v2(CodecV2(tiny), tmp_path / "v2.safetensors")
+    root = make_audio_shards(tmp_path / "s", examples=2, frames=60)
+    args = ["eval", "codec", "--codec", str(tmp_path / "v2.safetensors"), "--data", str(root), "--clips", "2",
+            "--seconds", "1.2", "--no-onsets", "--device", "cpu"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["clips"] == 2 and res["seconds"] == pytest.approx(2.4) and len(res["perplexity"]) == 12
+    assert res["logmag_l1"] > 1.0 and 0 <= res["pitch_f1"] <= 1 and np.isfinite(res["mel_l1"])
+    assert 0 <= res["style_top1_agreement"] <= 1 and "onset_f1_ratio" not in res
+    assert main(args + ["--oracle", "--no-style"]) == 0
+    oracle = json.loads(capsys.readouterr().out)
+    assert oracle["logmag_l1"] == 0.0 and oracle["mel_l1"] < res["mel_l1"] and "style_top1_agreement" not in oracle
+
+
 def test_frame_diagnostics_tell_true_frames_from_loud_cancelling_ones():
     from openmrt.codec.stft import stft
     from openmrt.eval.codec import frame_diagnostics

@@ -36,9 +36,10 @@ from torch import nn
 
 from openmrt.codec.harmonic import PITCHES
 from openmrt.codec.rtpghi import FRAMES_PER_TOKEN, HOP, PAD, WIN
-from openmrt.codec.v2 import CodecV2, CodecV2Config, save_codec_v2
+from openmrt.codec.v2 import CodecV2, CodecV2Config, frame_pitch_targets, save_codec_v2
 from openmrt.errors import DataError
 from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
+from openmrt.spectral import LOG_FLOOR
 from openmrt.tokens import NOTE_ONSET
 from openmrt.train.codec_vq import CodebookLearner, keep_levels
 from openmrt.train.common import (
@@ -50,8 +51,6 @@ from openmrt.train.common import (
     set_rng_state,
     setup_distributed,
 )
-
-LOG_FLOOR = 1e-5
 
 
 class ShardAudio:
@@ -146,18 +145,6 @@ def state_targets(notes: torch.Tensor) -> torch.Tensor:
     return torch.stack([on, start], 1)
 
 
-def frame_pitch_targets(notes: torch.Tensor) -> torch.Tensor:
-    """25 Hz note states [B, K, 128] -> 0/1 targets [B, 8K, 128] of the decoder's frames: frame g is centred
-    on sample 240 g − 840 and takes the label of the token frame there (before the clip: off)."""
-    k = notes.shape[1]
-    g = torch.arange(k * FRAMES_PER_TOKEN, device=notes.device)
-    centre = HOP * g + WIN // 2 - PAD  # the window's centre, in clip samples
-    tok = torch.div(centre, FRAME_SAMPLES, rounding_mode="floor")
-    on = (notes != 0).float()
-    out = on[:, tok.clamp(0, k - 1)]
-    return out * (tok >= 0).float()[None, :, None]
-
-
 def mel_bands(bands: int = 128) -> torch.Tensor:
     """[1081, bands] triangular mel filters (HTK mel, unit peak) over the grid's bins; written here rather than
     taken from librosa because the GPU image has no librosa (scripts/device_train.sh)."""
@@ -204,106 +191,9 @@ class AutoEncoder(nn.Module):
         return {**self.codec.decode_magnitudes(z_dec.to(z.dtype), attack=False), "salience": salience}, z, q
 
 
-
-# ------------------------------------------------------------------------------------ evaluation
-
-
-class HeldoutJudge:
-    """Held-out figures of a codec v2 on fixed clips; the originals' onset F1 is computed once."""
-
-    def __init__(self, root: str | Path, count: int, seconds: float, onsets: bool, per_example: int | None = None,
-                 style: bool = False):
-        from openmrt.data.heldout import heldout_clips
-
-        self.clips = heldout_clips(root, count, seconds, per_example=per_example)
-        if not self.clips:
-            raise DataError(f"{root}: no held-out clips of {seconds} s")
-        self.onsets, self.style = onsets, style
-        self._orig: list[float] | None = None
-
-    def _f1(self, clip, audio: np.ndarray) -> float | None:
-        from openmrt.data.transcribe import transcribe_notes
-        from openmrt.eval.codec import onset_f1
-
-        end = len(audio) / SAMPLE_RATE
-        ref = [n for n in clip.notes if n[0] < end - 0.05]
-        if not ref:
-            return None
-        est = [n for n in transcribe_notes(audio.T, SAMPLE_RATE) if n[0] < end - 0.05]
-        return onset_f1(ref, est)[2]
-
-    @torch.no_grad()
-    def __call__(self, model: CodecV2, levels: int, batch: int = 4, oracle: bool = False) -> dict:
-        """``oracle``: score the clips' own grid magnitudes through the phase head instead of the decoder's
-        (the ceiling of any magnitude decoder with this phase head)."""
-        from openmrt.eval.codec import mel_l1, perplexity
-
-        was = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        logmag, mel, pitch_tp, pitch_fp, pitch_fn, codes_all, decoded = [], [], 0.0, 0.0, 0.0, [], []
-        for i in range(0, len(self.clips), batch):
-            clips = self.clips[i:i + batch]
-            x = torch.from_numpy(np.stack([c.audio for c in clips])).to(device)
-            target, long = model.encoder_inputs(x)
-            codes = model.quantizer.encode(model.encoder(target, long), levels)
-            out = model.decode_magnitudes(model.quantizer.decode(codes))
-            if oracle:
-                out["mag"] = target
-            logmag.append(float((torch.log(out["mag"] + LOG_FLOOR) - torch.log(target + LOG_FLOOR)).abs().mean()))
-            notes = torch.from_numpy(np.stack([c.states for c in clips])).to(device)
-            on, pred = frame_pitch_targets(notes) > 0, out["pitch_logits"] > 0
-            pitch_tp += float((on & pred).sum())
-            pitch_fp += float((~on & pred).sum())
-            pitch_fn += float((on & ~pred).sum())
-            y = model.magnitudes_to_audio(out["mag"].float())
-            for b in range(x.shape[0]):
-                mel.append(float(mel_l1(x[b:b + 1, : y.shape[1]], y[b:b + 1])))
-            codes_all.append(codes.reshape(-1, codes.shape[-1]).cpu().numpy())
-            decoded += list(y.cpu().numpy())
-        res = {"clips": len(self.clips), "logmag_l1": float(np.mean(logmag)), "mel_l1": float(np.mean(mel)),
-               "pitch_f1": 2 * pitch_tp / max(1.0, 2 * pitch_tp + pitch_fp + pitch_fn),
-               "perplexity": [round(float(p), 1) for p in perplexity(np.concatenate(codes_all),
-                                                                     model.config.codebook_size)]}
-        if self.onsets:
-            if self._orig is None:
-                self._orig = [self._f1(c, c.audio[: len(y)]) for c, y in zip(self.clips, decoded, strict=True)]
-            pairs = [(o, self._f1(c, y)) for c, y, o in zip(self.clips, decoded, self._orig, strict=True)
-                     if o is not None]
-            fo, fd = np.mean([o for o, _ in pairs]), np.mean([d for _, d in pairs])
-            res.update({"onset_clips": len(pairs), "onset_f1_original": float(fo), "onset_f1_decoded": float(fd),
-                        "onset_f1_ratio": float(fd / fo) if fo > 0 else math.nan})
-        if self.style:
-            res.update(self._style_agreement(decoded))
-        model.train(was)
-        return res
-
-    def _style_agreement(self, decoded: list[np.ndarray]) -> dict:
-        """How often our demo style model gives the decoded clip the original's top-1 style (over every style
-        label of the data engine), and how often the original's top-1 is the clip's true style (context)."""
-        from openmrt.data.styles import STYLES
-        from openmrt.style import load_style
-        from openmrt.style.data import style_label
-
-        sm = load_style("demo")
-        names = list(STYLES)
-        text = sm.text_embeddings([style_label(n) for n in names])
-        text = text / np.linalg.norm(text, axis=1, keepdims=True)
-
-        def top1(audio: np.ndarray) -> int:
-            return int(np.argmax(text @ sm.embed_audio(np.ascontiguousarray(audio, np.float32))))
-
-        orig = [top1(c.audio[: len(y)]) for c, y in zip(self.clips, decoded, strict=True)]
-        dec = [top1(y) for y in decoded]
-        true = [names.index(c.style) if c.style in names else -1 for c in self.clips]
-        return {"style_top1_agreement": float(np.mean(np.array(orig) == np.array(dec))),
-                "style_top1_original_correct": float(np.mean(np.array(orig) == np.array(true)))}
-
-
 # ------------------------------------------------------------------------------------ output EQ
 
 
-@torch.no_grad()
 def fit_output_gain(model: CodecV2, clips: list, iterations: int = 3, batch: int = 4) -> list[float]:
     """Fit ``model.out_gain`` (in place) so that decoded clips have the originals' level in every mel band.
 
@@ -464,8 +354,11 @@ def train(args: argparse.Namespace) -> dict:
         if d.main:
             print(f"resuming {ckpt} at step {step}", flush=True)
     data = ShardAudio(args.data, min_frames=args.crop)
-    judge = HeldoutJudge(args.eval_data, args.eval_clips, args.eval_seconds, args.eval_onsets) \
-        if args.eval_data and d.main else None
+    judge = None
+    if args.eval_data and d.main:
+        from openmrt.eval.codec import HeldoutJudge  # the held-out judge needs the data tools (not the GPU image)
+
+        judge = HeldoutJudge(args.eval_data, args.eval_clips, args.eval_seconds, args.eval_onsets)
     net: nn.Module = AutoEncoder(model, learner)
     if d.world > 1:
         ids = [d.local_rank] if d.device.type == "cuda" else None
@@ -542,36 +435,6 @@ def train(args: argparse.Namespace) -> dict:
     return last
 
 
-def evaluate(argv: list[str] | None = None) -> dict:
-    """``python -m openmrt.train.codec2 --codec FILE --data HELDOUT``: the held-out figures of a codec v2 file
-    (default: the first 24 consecutive 8 s clips, as docs/models.md scores every demo codec)."""
-    ap = argparse.ArgumentParser(description="held-out figures of a demo codec v2 file")
-    ap.add_argument("--codec", required=True)
-    ap.add_argument("--data", required=True, help="held-out shard folder (never trained on)")
-    ap.add_argument("--clips", type=int, default=24)
-    ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--per-example", type=int, help="at most this many clips per example (default: all that fit)")
-    ap.add_argument("--levels", type=int, default=12)
-    ap.add_argument("--no-onsets", action="store_true")
-    ap.add_argument("--style", action="store_true", help="also the demo style model's top-1 agreement")
-    ap.add_argument("--oracle", action="store_true", help="the clips' true magnitudes through the phase head")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, help="also write the JSON here")
-    args = ap.parse_args(argv)
-    from openmrt.codec.v2 import load_codec_v2
-
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    judge = HeldoutJudge(args.data, args.clips, args.seconds, not args.no_onsets, args.per_example, args.style)
-    res = {"codec": str(args.codec), **judge(load_codec_v2(args.codec), args.levels, oracle=args.oracle),
-           "eval_s": round(time.perf_counter() - t0, 1)}
-    text = json.dumps(res, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return res
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", nargs="+", required=True, help="training shard folder(s) (openmrt data compose)")
     p.add_argument("--eval-data", help="held-out shard folder (not in --data) for the periodic evaluation")
@@ -629,6 +492,3 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-schedule", action="store_true", help="with --max-minutes: the LR decays over the time "
                    "budget instead of --steps (a time-boxed run on a machine of unknown speed; not reproducible)")
 
-
-if __name__ == "__main__":
-    evaluate()
