@@ -305,7 +305,7 @@ def run(args: argparse.Namespace) -> dict:
     if isinstance(model, CodecV2):  # the demo codec v2 has its own judge (grid magnitudes, pitch gates, style)
         judge = HeldoutJudge(args.data, args.clips, args.seconds, not args.no_onsets, args.per_example,
                              style=not args.no_style)
-        res = {"codec": str(args.codec), "seconds": sum(len(c.audio) for c in judge.clips) / SAMPLE_RATE,
+        res = {"codec": str(args.codec or "demo"), "seconds": sum(len(c.audio) for c in judge.clips) / SAMPLE_RATE,
                "levels": args.levels, **judge(model, args.levels, oracle=args.oracle)}
     else:
         clips = heldout_clips(args.data, args.clips, args.seconds)
