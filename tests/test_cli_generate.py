@@ -98,11 +98,21 @@ def test_output_flag_spellings_and_batched_cfg(tmp_path, fed, flag):
     assert lm.guidance_keys == ("musiccoca", "notes") and lm.guidance == [3.0, 1.5]  # extra LM rows, scales
 
 
+def test_without_an_output_name_it_writes_a_fresh_file_here(tmp_path, monkeypatch, capsys):
+    """No ``-o``: generated.wav in the current folder, then generated-2.wav: never over an earlier take."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("generated.wav", "generated-2.wav"):
+        assert main(["generate", "--model", "random:tiny", "--seconds", "0.1", "--style-tokens", STYLE]) == 0
+        assert (tmp_path / name).is_file() and f"wrote {name}" in capsys.readouterr().err
+    first = sf.read(tmp_path / "generated.wav")[0]
+    assert len(first) == round(0.1 * 48000)
+
+
 def test_sampling_defaults_come_from_one_table():
     from openmrt.cli import build_parser
     from openmrt.controls import DEFAULTS, Controls
 
-    for cmd in (["generate", "-o", "x.wav"], ["play"]):
+    for cmd in (["generate"], ["play"]):
         args = build_parser().parse_args(cmd)
         got = {k: getattr(args, {"unmask_width": "width"}.get(k, k)) for k in DEFAULTS}
         assert got == DEFAULTS

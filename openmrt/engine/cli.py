@@ -27,6 +27,15 @@ MODEL_HELP = ("model bundle: auto, demo, mrt2_small, mrt2_base, mrt_v1_base, mrt
 STATUS_SECONDS = 2.0
 
 
+def fresh_path(name: str) -> Path:
+    """``name`` in the current folder, or ``stem-2.ext``, ``stem-3.ext``, ... : the first that does not exist, so
+    a command run without ``-o`` never overwrites what an earlier run wrote."""
+    path, n = Path(name), 2
+    while path.exists():
+        path, n = Path(f"{Path(name).stem}-{n}{Path(name).suffix}"), n + 1
+    return path
+
+
 def _style_tokens(arg: str | None) -> tuple[int, ...] | None:
     if arg is None:
         return None
@@ -151,7 +160,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     guidance = guidance_from_args(args, controls)
     if args.seconds <= 0 or not np.isfinite(args.seconds):
         raise ControlError(f"--seconds must be a positive number, got {args.seconds}")
-    out = Path(args.output)
+    out = Path(args.output) if args.output else fresh_path("generated.wav")
     if out.suffix.lower() not in (".wav", ".flac"):
         raise ControlError(f"-o: write .wav or .flac, not {out.name}")
     timeline = MidiTimeline.from_file(args.notes) if args.notes else None
@@ -353,7 +362,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     result = soak(bundle, args.seconds, buffer_samples=args.buffer, hog=args.hog)
     print(f"{result['model']}: {result['frames']} frames, dropped {result['dropped_frames']}, compute p50 "
           f"{result['p50_ms']:.1f} p99 {result['p99_ms']:.1f} max {result['max_ms']:.1f} ms")
-    out = Path(args.out)
+    out = Path(args.out) if args.out else fresh_path("soak.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     png = out.with_suffix(".png")
@@ -373,7 +382,7 @@ def cmd_bench_longrun(args: argparse.Namespace) -> int:
     _stderr(f"openmrt: {args.minutes:g} min of {bundle.name} playing {timeline.source} on repeat, judged every "
             f"{args.window_minutes:g} min")
     result = longrun(bundle, timeline, args.minutes, args.window_minutes, seed=args.seed, echo=_stderr)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else fresh_path("longrun.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     png = out.with_suffix(".png")
@@ -393,7 +402,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--notes", metavar="FILE.mid", help="MIDI file: the notes to play, frame by frame")
     g.add_argument("--plot", metavar="PNG", help="also draw the notes asked for over the output spectrogram")
     g.add_argument("--context-audio", metavar="FILE", help="v1: continue this audio (its last 10 s are the context)")
-    g.add_argument("-o", "--out", "--output", dest="output", required=True, help="output .wav or .flac")
+    g.add_argument("-o", "--out", "--output", dest="output",
+                   help="output .wav or .flac (default: generated.wav here, or the first free generated-N.wav)")
     g.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("play", help="play live: audio out, MIDI in, OSC control")
@@ -430,7 +440,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     soak.add_argument("--seconds", type=float, default=60.0)
     soak.add_argument("--buffer", type=int, default=BUFFER_PRESETS[0], choices=BUFFER_PRESETS)
     soak.add_argument("--hog", action="store_true", help="run a one-core busy loop beside it")
-    soak.add_argument("-o", "--out", required=True, help="JSON file (a PNG timeline is written beside it)")
+    soak.add_argument("-o", "--out", help="JSON file, a PNG timeline beside it (default: soak.json here, or the "
+                      "first free soak-N.json)")
     soak.set_defaults(func=cmd_bench_soak)
     lr = b.add_parser("longrun", help="quality over a long offline stream of a MIDI file on repeat: onset F1, "
                       "loudness, spectral centroid, NaN per window")
@@ -440,5 +451,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     lr.add_argument("--window-minutes", type=float, default=5.0, help="judge the audio in windows this long")
     lr.add_argument("--notes", metavar="FILE.mid", help="MIDI file to repeat (default: a composed solo piano piece)")
     lr.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    lr.add_argument("-o", "--out", required=True, help="JSON file (a PNG plot is written beside it)")
+    lr.add_argument("-o", "--out", help="JSON file, a PNG plot beside it (default: longrun.json here, or the first "
+                    "free longrun-N.json)")
     lr.set_defaults(func=cmd_bench_longrun)
