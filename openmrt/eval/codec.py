@@ -305,13 +305,14 @@ def run(args: argparse.Namespace) -> dict:
     if isinstance(model, CodecV2):  # the demo codec v2 has its own judge (grid magnitudes, pitch gates, style)
         judge = HeldoutJudge(args.data, args.clips, args.seconds, not args.no_onsets, args.per_example,
                              style=not args.no_style)
-        res = {"codec": str(args.codec or "demo"), "seconds": sum(len(c.audio) for c in judge.clips) / SAMPLE_RATE,
+        clips = judge.clips
+        res = {"codec": str(args.codec or "demo"), "seconds": sum(len(c.audio) for c in clips) / SAMPLE_RATE,
                "levels": args.levels, **judge(model, args.levels, oracle=args.oracle)}
     else:
         clips = heldout_clips(args.data, args.clips, args.seconds)
         res = evaluate_codec(model, clips, args.levels, onsets=not args.no_onsets)
-        if args.random_phase_floor:
-            res["random_phase_floor"] = random_phase_floor(clips, onsets=not args.no_onsets)
+    if args.random_phase_floor:  # the clips' own magnitudes, whatever the codec
+        res["random_phase_floor"] = random_phase_floor(clips, onsets=not args.no_onsets)
     res["eval_s"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(res, indent=1)
     if args.out:
