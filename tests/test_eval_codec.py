@@ -115,6 +115,29 @@ def test_eval_codec_scores_a_demo_codec_v2_with_its_own_judge(tmp_path, capsys):
     assert oracle["logmag_l1"] == 0.0 and oracle["mel_l1"] < res["mel_l1"] and "style_top1_agreement" not in oracle
 
 
+def test_without_data_the_evals_compose_the_standard_heldout_set_once(tmp_path, monkeypatch, capsys):
+    """No ``--data``: the standard held-out set is composed into the cache on first use (here a shorter one),
+    named on stderr, and reused the next time without composing again."""
+    from openmrt.codec.v2 import CodecV2, CodecV2Config, save_codec_v2
+    from openmrt.data import heldout
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(heldout, "STANDARD_HOURS", 0.01)
+    torch.manual_seed(0)
+    save_codec_v2(CodecV2(CodecV2Config(latent_dim=16, width=32, frame_width=16, groups=2)), tmp_path / "v2.st")
+    args = ["eval", "codec", "--codec", str(tmp_path / "v2.st"), "--clips", "1", "--seconds", "2", "--no-onsets",
+            "--no-style", "--device", "cpu"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    root = tmp_path / "cache" / "openmrt" / "heldout" / f"compose-0.01h-seed{heldout.STANDARD_SEED}"
+    assert json.loads(out)["data"] == str(root) and "composing the standard held-out set" in err
+    first = sorted(p.stat().st_mtime_ns for p in root.glob("shard_*.npz"))
+    assert first and json.loads(out)["clips"] == 1
+    assert main(args) == 0
+    assert "composing" not in capsys.readouterr().err
+    assert sorted(p.stat().st_mtime_ns for p in root.glob("shard_*.npz")) == first
+
+
 def test_frame_diagnostics_tell_true_frames_from_loud_cancelling_ones():
     from openmrt.codec.stft import stft
     from openmrt.eval.codec import frame_diagnostics

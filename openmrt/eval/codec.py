@@ -1,6 +1,8 @@
 """Codec quality: spectral distances, SI-SDR, note-onset F1 against the source MIDI, codebook usage.
 
-    openmrt eval codec --data HELDOUT_SHARDS [--codec demo] [-o codec_eval.json]
+    openmrt eval codec [--data HELDOUT_SHARDS] [--codec demo] [-o codec_eval.json]
+
+Without ``--data`` both evaluations use the standard held-out set (``openmrt.data.heldout.standard_heldout``).
 
 The spectral distances are defined once in openmrt/spectral.py: the codec trainer's losses use the
 same definitions, so a logged loss and a reported metric agree.
@@ -22,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from openmrt.data.heldout import HeldoutClip, Notes, heldout_clips
+from openmrt.data.heldout import HeldoutClip, Notes, heldout_clips, standard_heldout
 from openmrt.errors import DataError
 from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
 from openmrt.spectral import LOG_FLOOR, frame_magnitudes, mel_l1, mono_rows, stft_distance
@@ -276,7 +279,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     from openmrt.device import add_device_args
 
     add_codec_args(ap)
-    ap.add_argument("--data", required=True, help="held-out shard folder (not used in training)")
+    ap.add_argument("--data", help="held-out shard folder (not used in training; default: the standard held-out "
+                                   "set, composed into the cache on first use)")
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--levels", type=int, default=12)
@@ -302,11 +306,13 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = load_codec(args.codec, resolve_device(args.device), args.encoder, need_encoder=True)
+    if args.data is None:
+        args.data = standard_heldout(echo=lambda line: print(line, file=sys.stderr))
     if isinstance(model, CodecV2):  # the demo codec v2 has its own judge (grid magnitudes, pitch gates, style)
         judge = HeldoutJudge(args.data, args.clips, args.seconds, not args.no_onsets, args.per_example,
                              style=not args.no_style)
         clips = judge.clips
-        res = {"codec": str(args.codec or "demo"), "seconds": sum(len(c.audio) for c in clips) / SAMPLE_RATE,
+        res = {"codec": str(args.codec or "demo"), "data": str(args.data), "seconds": sum(len(c.audio) for c in clips) / SAMPLE_RATE,
                "levels": args.levels, **judge(model, args.levels, oracle=args.oracle)}
     else:
         clips = heldout_clips(args.data, args.clips, args.seconds)

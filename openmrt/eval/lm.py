@@ -1,6 +1,6 @@
 """LM evaluation: does a bundle play the notes, drop the drums and take the style it is told?
 
-    openmrt eval lm --data HELDOUT_SHARDS [--model auto] [--clips 12 --seconds 8] [-o lm_eval.json]
+    openmrt eval lm [--data HELDOUT_SHARDS] [--model auto] [--clips 12 --seconds 8] [-o lm_eval.json]
 
 Every figure is judged against the ceiling the same judge reaches on the source rendering
 (basic-pitch over-detects, so absolute figures mislead):
@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from openmrt import tokens as tk
-from openmrt.data.heldout import HeldoutClip, Notes, heldout_clips
+from openmrt.data.heldout import HeldoutClip, Notes, heldout_clips, standard_heldout
 from openmrt.eval.codec import onset_f1
 from openmrt.frame import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
 
@@ -194,7 +195,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
     ap.add_argument("--model", default="auto", help="bundle: auto (the best installed, printed), demo, mrt2_small, "
                                                     "a PATH, random:LM[+CODEC]")
-    ap.add_argument("--data", required=True, help="held-out shard folder (not used in training)")
+    ap.add_argument("--data", help="held-out shard folder (not used in training; default: the standard held-out "
+                                   "set, composed into the cache on first use)")
     ap.add_argument("--clips", type=int, default=12, help="pieces (one clip each)")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--style", help="style model for the prompts (default: the bundle's own)")
@@ -218,6 +220,8 @@ def run(args: argparse.Namespace) -> dict:
         from openmrt.style import load_style
 
         bundle.style = load_style(args.style)
+    if args.data is None:
+        args.data = standard_heldout(echo=lambda line: print(line, file=sys.stderr))
     pieces = heldout_pieces(args.data, args.clips, args.seconds)
     if not pieces:
         raise DataError(f"{args.data}: no example with its source MIDI and {args.seconds} s of audio")
