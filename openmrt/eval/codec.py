@@ -270,10 +270,6 @@ class HeldoutJudge:
                 "style_top1_original_correct": float(np.mean(np.array(orig) == np.array(true)))}
 
 
-# ------------------------------------------------------------------------------------ output EQ
-
-
-@torch.no_grad()
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     from openmrt.codec.checkpoint import add_codec_args
     from openmrt.device import add_device_args
@@ -312,8 +308,9 @@ def run(args: argparse.Namespace) -> dict:
         judge = HeldoutJudge(args.data, args.clips, args.seconds, not args.no_onsets, args.per_example,
                              style=not args.no_style)
         clips = judge.clips
-        res = {"codec": str(args.codec or "demo"), "data": str(args.data), "seconds": sum(len(c.audio) for c in clips) / SAMPLE_RATE,
-               "levels": args.levels, **judge(model, args.levels, oracle=args.oracle)}
+        res = {"codec": str(args.codec or "demo"), "data": str(args.data),
+               "seconds": sum(len(c.audio) for c in clips) / SAMPLE_RATE, "levels": args.levels,
+               **judge(model, args.levels, oracle=args.oracle)}
     else:
         clips = heldout_clips(args.data, args.clips, args.seconds)
         res = evaluate_codec(model, clips, args.levels, onsets=not args.no_onsets)

@@ -194,6 +194,7 @@ class AutoEncoder(nn.Module):
 # ------------------------------------------------------------------------------------ output EQ
 
 
+@torch.no_grad()
 def fit_output_gain(model: CodecV2, clips: list, iterations: int = 3, batch: int = 4) -> list[float]:
     """Fit ``model.out_gain`` (in place) so that decoded clips have the originals' level in every mel band.
 
