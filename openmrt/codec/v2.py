@@ -250,7 +250,8 @@ class CodecV2(nn.Module):
 
     def _limit(self, mag: torch.Tensor) -> torch.Tensor:
         """Fold back bands louder than MAX_BAND_ENERGY, then scale down frames louder than MAX_FRAME_ENERGY (before
-        the phase head, so it sees sane magnitudes). Per frame and stateless, so both modes keep agreeing.
+        the phase head, so it sees sane magnitudes). Per token (a streaming step's 8 frames) and stateless, so both
+        modes keep agreeing.
 
         A band over its ceiling (12 dB above anything real audio makes there) is a decoder failure, not music, so
         the further over it is the less of it is kept: energy e becomes c² / e (continuous at the ceiling). The

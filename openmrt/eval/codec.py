@@ -36,8 +36,8 @@ from openmrt.errors import DataError
 from openmrt.frame import FRAME_SAMPLES, SAMPLE_RATE
 from openmrt.spectral import LOG_FLOOR, frame_magnitudes, mel_l1, mono_rows, stft_distance
 
-__all__ = ["Clip", "HeldoutJudge", "Notes", "evaluate_codec", "frame_diagnostics", "heldout_clips", "mel_l1",
-           "onset_f1", "perplexity", "random_phase_floor", "si_sdr", "stft_distance"]
+__all__ = ["Clip", "HeldoutJudge", "Notes", "clip_onset_f1", "evaluate_codec", "frame_diagnostics", "heldout_clips",
+           "mel_l1", "onset_f1", "perplexity", "random_phase_floor", "si_sdr", "stft_distance"]
 
 
 Clip = HeldoutClip  # a held-out clip (openmrt/data/heldout.py: ``heldout_clips`` picks them)
@@ -157,22 +157,27 @@ def evaluate_codec(model, clips: list[Clip], levels: int = 12, onsets: bool = Tr
     return out
 
 
-def _onset_scores(clips: list[Clip], decoded: list[np.ndarray]) -> dict:
+def clip_onset_f1(clip: Clip, audio: np.ndarray) -> float | None:
+    """Onset F1 of ``audio`` (the clip or its decode, [N, 2]) against the clip's notes that start in its first N
+    samples (a decoded clip is one frame shorter: both are scored on the common span); None without notes."""
     from openmrt.data.transcribe import transcribe_notes
 
+    end = len(audio) / SAMPLE_RATE
+    ref = [n for n in clip.notes if n[0] < end - 0.05]
+    if not ref:
+        return None
+    est = [n for n in transcribe_notes(audio.T, SAMPLE_RATE) if n[0] < end - 0.05]
+    return onset_f1(ref, est)[2]
+
+
+def _onset_scores(clips: list[Clip], decoded: list[np.ndarray]) -> dict:
     f_orig, f_dec = [], []
     for clip, y in zip(clips, decoded, strict=True):
-        end = len(y) / SAMPLE_RATE  # the decoded clip is one frame shorter: score the common span
-        ref = [n for n in clip.notes if n[0] < end - 0.05]
-        if not ref:
+        fo = clip_onset_f1(clip, clip.audio[: len(y)])
+        if fo is None:
             continue
-
-        def score(audio: np.ndarray, ref: Notes = ref, end: float = end) -> float:
-            est = [n for n in transcribe_notes(audio.T, SAMPLE_RATE) if n[0] < end - 0.05]
-            return onset_f1(ref, est)[2]
-
-        f_orig.append(score(clip.audio[: len(y)]))
-        f_dec.append(score(y))
+        f_orig.append(fo)
+        f_dec.append(clip_onset_f1(clip, y))
     fo, fd = float(np.mean(f_orig)) if f_orig else math.nan, float(np.mean(f_dec)) if f_dec else math.nan
     return {"onset_clips": len(f_orig), "onset_f1_original": fo, "onset_f1_decoded": fd,
             "onset_f1_ratio": fd / fo if fo > 0 else math.nan}
@@ -191,16 +196,6 @@ class HeldoutJudge:
             raise DataError(f"{root}: no held-out clips of {seconds} s")
         self.onsets, self.style = onsets, style
         self._orig: list[float] | None = None
-
-    def _f1(self, clip, audio: np.ndarray) -> float | None:
-        from openmrt.data.transcribe import transcribe_notes
-
-        end = len(audio) / SAMPLE_RATE
-        ref = [n for n in clip.notes if n[0] < end - 0.05]
-        if not ref:
-            return None
-        est = [n for n in transcribe_notes(audio.T, SAMPLE_RATE) if n[0] < end - 0.05]
-        return onset_f1(ref, est)[2]
 
     @torch.no_grad()
     def __call__(self, model, levels: int, batch: int = 4, oracle: bool = False) -> dict:
@@ -237,8 +232,8 @@ class HeldoutJudge:
                                                                      model.config.codebook_size)]}
         if self.onsets:
             if self._orig is None:
-                self._orig = [self._f1(c, c.audio[: len(y)]) for c, y in zip(self.clips, decoded, strict=True)]
-            pairs = [(o, self._f1(c, y)) for c, y, o in zip(self.clips, decoded, self._orig, strict=True)
+                self._orig = [clip_onset_f1(c, c.audio[: len(y)]) for c, y in zip(self.clips, decoded, strict=True)]
+            pairs = [(o, clip_onset_f1(c, y)) for c, y, o in zip(self.clips, decoded, self._orig, strict=True)
                      if o is not None]
             fo, fd = np.mean([o for o, _ in pairs]), np.mean([d for _, d in pairs])
             res.update({"onset_clips": len(pairs), "onset_f1_original": float(fo), "onset_f1_decoded": float(fd),
