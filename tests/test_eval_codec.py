@@ -93,15 +93,19 @@ def test_eval_codec_cli_scores_heldout_shards_and_writes_json(tmp_path, capsys):
     assert main(["eval", "codec", "--codec", str(tmp_path / "missing.safetensors"), "--data", str(root)]) == 1
 
 
+def _tiny_v2(path) -> None:
+    """An untrained tiny demo codec v2 file (seeded)."""
+    from openmrt.codec.v2 import CodecV2, CodecV2Config, save_codec_v2
+
+    torch.manual_seed(0)
+    save_codec_v2(CodecV2(CodecV2Config(latent_dim=16, width=32, frame_width=16, groups=2)), path)
+
+
 def test_eval_codec_scores_a_demo_codec_v2_with_its_own_judge(tmp_path, capsys):
     """The default codec is a v2 (no SpectroStream spectrogram): ``openmrt eval codec`` scores it with the v2
     judge (grid log-magnitude L1, pitch-gate F1, perplexity, the demo style model's top-1 agreement), and
     ``--oracle`` puts the clips' own magnitudes through its phase head (log-magnitude L1 exactly 0)."""
-    from openmrt.codec.v2 import CodecV2, CodecV2Config, save_codec_v2
-
-    torch.manual_seed(0)
-    tiny = CodecV2Config(latent_dim=16, width=32, frame_width=16, groups=2)
-    save_codec_v2(CodecV2(tiny), tmp_path / "v2.safetensors")
+    _tiny_v2(tmp_path / "v2.safetensors")
     root = make_audio_shards(tmp_path / "s", examples=2, frames=60)
     args = ["eval", "codec", "--codec", str(tmp_path / "v2.safetensors"), "--data", str(root), "--clips", "2",
             "--seconds", "1.2", "--no-onsets", "--device", "cpu"]
@@ -118,13 +122,11 @@ def test_eval_codec_scores_a_demo_codec_v2_with_its_own_judge(tmp_path, capsys):
 def test_without_data_the_evals_compose_the_standard_heldout_set_once(tmp_path, monkeypatch, capsys):
     """No ``--data``: the standard held-out set is composed into the cache on first use (here a shorter one),
     named on stderr, and reused the next time without composing again."""
-    from openmrt.codec.v2 import CodecV2, CodecV2Config, save_codec_v2
     from openmrt.data import heldout
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(heldout, "STANDARD_HOURS", 0.01)
-    torch.manual_seed(0)
-    save_codec_v2(CodecV2(CodecV2Config(latent_dim=16, width=32, frame_width=16, groups=2)), tmp_path / "v2.st")
+    _tiny_v2(tmp_path / "v2.st")
     args = ["eval", "codec", "--codec", str(tmp_path / "v2.st"), "--clips", "1", "--seconds", "2", "--no-onsets",
             "--no-style", "--device", "cpu"]
     assert main(args) == 0
